@@ -1,0 +1,141 @@
+"""Batched Jacobian-vector products of a network at a batch of inputs.
+
+For ``f: R^n -> R^d`` (a batch of examples mapped to a batch of logits) and
+per-example directions, these compute without ever forming ``J = J_f(x)``:
+
+* ``J v``   (forward mode, ``tf.autodiff.ForwardAccumulator``; or the
+  "double-backward" trick ``J v = d/du <J^T u, v>``), and
+* ``J^T u`` (reverse mode, one ``tf.GradientTape.gradient`` with
+  ``output_gradients=u``).
+
+Every example has its own Jacobian: products are per example because the
+examples of a batch do not interact in inference mode (no batch statistics).
+All products are differentiable by an enclosing ``tf.GradientTape``, which is
+what the Jacobian-form regulariser needs.
+"""
+
+import keras
+import tensorflow as tf
+
+from keras_opnorm import _checks
+
+__all__ = ["as_logits_fn", "jvp", "vjp", "JVP_MODES"]
+
+JVP_MODES = ("forward", "double_backward")
+
+
+def as_logits_fn(f, training=False):
+  """Wraps a Keras model or a callable as ``x -> logits`` with checked output.
+
+  A ``keras.Model`` / ``keras.Layer`` is called with ``training=training``
+  (inference mode by default, so batch norm uses its moving statistics and
+  dropout is off). Any other callable is called as ``f(x)``. The output must
+  be a single ``[batch, d]`` floating tensor; float16/bfloat16 outputs are
+  cast to float32.
+
+  Args:
+    f: a Keras model or layer, or any callable from a batch to logits.
+    training: the ``training`` flag for Keras objects. Defaults to `False`.
+
+  Returns:
+    A callable ``x -> logits`` (float32 for low-precision outputs).
+
+  Raises:
+    TypeError: if ``f`` is not callable.
+  """
+  if not callable(f):
+    raise TypeError(f"`f` must be a Keras model or a callable. Received: f={f!r}")
+  is_keras = isinstance(f, keras.layers.Layer)
+
+  def fn(x):
+    if is_keras:
+      # Run the model in its own compute dtype (mixed precision), norms in float32.
+      out = f(x, training=training)
+    else:
+      out = f(x)
+    return _checks.logits(out, None)
+
+  return fn
+
+
+def vjp(fn, x, u):
+  """Returns ``(fn(x), J^T u)``: the vector-Jacobian product per example.
+
+  ``(J^T u)_b = d/dx_b <u_b, f(x)_b>`` computed with one reverse pass
+  (``tape.gradient(f(x), x, output_gradients=u)``).
+
+  Args:
+    fn: callable ``x -> logits [batch, d]`` (see `as_logits_fn`).
+    x: float tensor ``[batch, ...]``.
+    u: tensor ``[batch, d]``, the output directions.
+
+  Returns:
+    ``(logits, jtu)`` with ``jtu`` shaped like ``x``.
+
+  Raises:
+    ValueError: if the output does not depend differentiably on ``x``
+      (the gradient is ``None``: a stop_gradient, an integer cast, an argmax).
+  """
+  with tf.GradientTape(watch_accessed_variables=False) as tape:
+    tape.watch(x)
+    y = fn(x)
+  g = tape.gradient(y, x, output_gradients=tf.cast(u, y.dtype))
+  if g is None:
+    raise ValueError(
+        "`f` is not differentiable with respect to its input: the gradient of "
+        "f(x) with respect to x is None (is there a stop_gradient, argmax, "
+        "integer cast or a non-TensorFlow computation in f?). Received: "
+        f"f={getattr(fn, '__name__', fn)!r}")
+  return y, tf.cast(g, x.dtype)
+
+
+def jvp(fn, x, v, mode="forward"):
+  """Returns ``(fn(x), J v)``: the Jacobian-vector product per example.
+
+  * ``mode='forward'``: one forward-mode pass with
+    ``tf.autodiff.ForwardAccumulator(x, v)``: cost about one forward pass.
+  * ``mode='double_backward'``: ``J v = d/du <J^T u, v>`` at any ``u``
+    (two reverse passes); for ops without a forward-mode rule.
+
+  Args:
+    fn: callable ``x -> logits [batch, d]``.
+    x: float tensor ``[batch, ...]``.
+    v: tensor shaped like ``x``, the input directions.
+    mode: ``'forward'`` or ``'double_backward'``. Defaults to `'forward'`.
+
+  Returns:
+    ``(logits, jv)`` with ``jv`` of shape ``[batch, d]``.
+
+  Raises:
+    ValueError: for an unknown ``mode`` or a model that does not depend
+      differentiably on ``x``.
+  """
+  if mode not in JVP_MODES:
+    raise ValueError(f"`jvp_mode` must be one of {JVP_MODES}. Received: jvp_mode={mode!r}")
+  v = tf.cast(v, x.dtype)
+  if mode == "forward":
+    with tf.autodiff.ForwardAccumulator(x, v) as acc:
+      y = fn(x)
+    jv = acc.jvp(y)
+    if jv is None:
+      raise ValueError(
+          "`f` is not differentiable with respect to its input: the "
+          "forward-mode derivative of f(x) with respect to x is None. Received: "
+          f"f={getattr(fn, '__name__', fn)!r}")
+    return y, tf.cast(jv, tf.float32) if jv.dtype != y.dtype else jv
+  # Double-backward: g(u) = J^T u is linear in u, and d/du <g(u), v> = J v.
+  with tf.GradientTape(watch_accessed_variables=False) as outer:
+    with tf.GradientTape(watch_accessed_variables=False) as inner:
+      inner.watch(x)
+      y = fn(x)
+    u = tf.zeros_like(y)
+    outer.watch(u)
+    g = inner.gradient(y, x, output_gradients=u)
+    if g is None:
+      raise ValueError(
+          "`f` is not differentiable with respect to its input: the gradient "
+          "of f(x) with respect to x is None. Received: "
+          f"f={getattr(fn, '__name__', fn)!r}")
+    s = tf.reduce_sum(g * v)
+  jv = outer.gradient(s, u)
+  return y, jv
