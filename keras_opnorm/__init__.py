@@ -20,15 +20,32 @@ from keras_opnorm.jacobian import vjp
 # [/operator_norm]
 
 # [attacks] exports (pgd_attack, attack losses).
+from keras_opnorm import attacks
+from keras_opnorm.attacks import attack_loss
+from keras_opnorm.attacks import crossentropy_loss
+from keras_opnorm.attacks import kl_loss
+from keras_opnorm.attacks import logit_distance_loss
+from keras_opnorm.attacks import pgd_attack
 # [/attacks]
 
 # [training] exports (objectives, RobustModel, callbacks, layers submodules).
+from keras_opnorm import objectives
+from keras_opnorm import training
+from keras_opnorm import callbacks
+from keras_opnorm import layers
+from keras_opnorm.robust_model import RobustModel
 # [/training]
 
 # [evaluation] exports (evaluation submodule, monitors).
+# Monitors (OperatorNormMonitor, RobustAccuracy, AlignmentMonitor) are in
+# `keras_opnorm.callbacks`; plots import matplotlib only when drawing.
+from keras_opnorm import evaluation
+from keras_opnorm import plots
 # [/evaluation]
 
 # [datasets] exports (datasets submodule).
+from keras_opnorm import datasets
+from keras_opnorm import models
 # [/datasets]
 
 __all__ = [name for name in dir() if not name.startswith("_")]

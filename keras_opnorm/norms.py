@@ -142,6 +142,9 @@ def lp_norm(x, p, *, keepdims=False):
   m = tf.reduce_max(a, axis=axes, keepdims=True)
   m_safe = tf.where(m > 0, m, tf.ones_like(m))
   s = tf.reduce_sum(tf.pow(a / m_safe, p), axis=axes, keepdims=True)
+  # s >= 1 when m > 0; at x = 0 use s = 1 so that the gradient is 0, not
+  # 0 * inf = NaN (pow(s, 1/p) has an infinite derivative at s = 0).
+  s = tf.where(m > 0, s, tf.ones_like(s))
   out = m * tf.pow(s, 1.0 / p)
   if not keepdims:
     out = tf.reshape(out, [-1])
@@ -187,7 +190,7 @@ def steepest_ascent(g, p):
 
   Example:
 
-  >>> steepest_ascent(tf.constant([[3.0, -4.0]]), 2).numpy().round(2).tolist()
+  >>> steepest_ascent(tf.constant([[3.0, -4.0]], tf.float64), 2).numpy().tolist()
   [[0.6, -0.8]]
   >>> steepest_ascent(tf.constant([[3.0, -4.0]]), 1).numpy().tolist()
   [[0.0, -1.0]]
@@ -268,27 +271,34 @@ def _project_lp_general(delta, epsilon, p, num_bisection=40):
   # Work in units of eps so that the multiplier's range does not depend on it.
   a_s = a / eps
 
+  # tf.while_loop, not Python loops: unrolled, the nested bisections make a
+  # graph of num_bisection^2 steps that XLA takes minutes to compile.
+  def bisect(step, lo, hi):
+    _, lo, hi = tf.while_loop(
+        lambda i, lo, hi: i < num_bisection,
+        lambda i, lo, hi: (i + 1,) + step(lo, hi),
+        (tf.constant(0), lo, hi))
+    return lo, hi
+
   def solve_t(lam):
-    lo = tf.zeros_like(a_s)
-    hi = a_s
-    for _ in range(num_bisection):
+    def step(lo, hi):
       mid = 0.5 * (lo + hi)
       h = mid + lam * p * tf.pow(mid, p - 1.0) - a_s
-      lo = tf.where(h < 0, mid, lo)
-      hi = tf.where(h < 0, hi, mid)
+      return tf.where(h < 0, mid, lo), tf.where(h < 0, hi, mid)
+    lo, hi = bisect(step, tf.zeros_like(a_s), a_s)
     return 0.5 * (lo + hi)
 
   def norm_p(t):
     return lp_norm(t, p, keepdims=True)
 
-  # Bisection on log(lam) in [-30, 30] (lam = 0 means "inside the ball").
-  lo = tf.fill([shape[0], 1], tf.cast(-30.0, dtype))
-  hi = tf.fill([shape[0], 1], tf.cast(30.0, dtype))
-  for _ in range(num_bisection):
+  def lam_step(lo, hi):
     mid = 0.5 * (lo + hi)
     too_big = norm_p(solve_t(tf.exp(mid))) > 1.0
-    lo = tf.where(too_big, mid, lo)
-    hi = tf.where(too_big, hi, mid)
+    return tf.where(too_big, mid, lo), tf.where(too_big, hi, mid)
+
+  # Bisection on log(lam) in [-30, 30] (lam = 0 means "inside the ball").
+  _, hi = bisect(lam_step, tf.fill([shape[0], 1], tf.cast(-30.0, dtype)),
+                 tf.fill([shape[0], 1], tf.cast(30.0, dtype)))
   t = solve_t(tf.exp(hi))
   t = t / tf.maximum(norm_p(t), 1.0)
   proj = tf.sign(flat) * t * eps
@@ -331,6 +341,44 @@ def project_lp_ball(delta, epsilon, p):
   return _project_lp_general(delta, epsilon, p)
 
 
+def _op_seed(seed, k):
+  """The ``k``-th op seed derived from ``seed`` (``None`` stays ``None``).
+
+  Two random ops of one graph given the same op seed draw the same stream;
+  each draw of a function therefore needs its own seed.
+  """
+  return None if seed is None else seed + k
+
+
+def _random_gamma(shape, alpha, dtype, seed=None, num_rounds=12):
+  """Gamma(``alpha``, 1) samples for ``0 < alpha <= 1`` that XLA can compile.
+
+  ``tf.random.gamma`` has no XLA kernel. Marsaglia & Tsang, "A simple method
+  for generating gamma variables", ACM TOMS 2000: for ``a = alpha + 1 >= 1``,
+  with ``d = a - 1/3``, ``c = 1/sqrt(9d)``, ``x ~ N(0,1)``,
+  ``v = (1 + c x)^3`` and ``u ~ U(0,1)``, accept ``d v`` when ``v > 0`` and
+  ``log u < x^2/2 + d - d v + d log v``; then ``Gamma(alpha) = Gamma(alpha+1)
+  * U^(1/alpha)``. Each proposal is accepted with probability > 0.95 for
+  ``a >= 1``; ``num_rounds`` proposals are drawn at once and the first
+  accepted one is kept (none accepted: probability < 0.05^12, falls back
+  to ``d``).
+  """
+  a = alpha + 1.0
+  d = a - 1.0 / 3.0
+  c = 1.0 / math.sqrt(9.0 * d)
+  rounds_shape = tf.concat([[num_rounds], tf.convert_to_tensor(shape, tf.int32)], 0)
+  x = tf.random.normal(rounds_shape, dtype=dtype, seed=_op_seed(seed, 0))
+  u = tf.random.uniform(rounds_shape, dtype=dtype, seed=_op_seed(seed, 1))
+  v = tf.pow(1.0 + c * x, 3.0)
+  v_safe = tf.where(v > 0, v, tf.ones_like(v))
+  accept = (v > 0) & (tf.math.log(u) < 0.5 * tf.square(x) + d - d * v_safe + d * tf.math.log(v_safe))
+  first = tf.one_hot(tf.argmax(tf.cast(accept, tf.int32), axis=0), num_rounds, axis=0, dtype=dtype)
+  sample = tf.reduce_sum(first * d * v_safe, axis=0)
+  sample = tf.where(tf.reduce_any(accept, axis=0), sample, tf.cast(d, dtype))
+  boost = tf.random.uniform(shape, dtype=dtype, seed=_op_seed(seed, 2))
+  return sample * tf.pow(boost, 1.0 / alpha)
+
+
 def random_lp_ball(shape, epsilon, p, dtype=tf.float32, seed=None):
   """Draws points uniformly from the lp ball of radius ``eps`` (per example).
 
@@ -339,8 +387,8 @@ def random_lp_ball(shape, epsilon, p, dtype=tf.float32, seed=None):
   proportional to ``exp(-|t|^p)`` and ``w ~ Exp(1)`` independent,
   ``z / (||z||_p^p + w)^(1/p)`` is uniform in the unit lp ball. For
   ``p = inf`` the ball is a cube and coordinates are uniform in ``[-1, 1]``.
-  ``|z_i|^p ~ Gamma(1/p)``: ``p = 1`` uses exponentials and ``p = 2``
-  Gaussians (both XLA-compilable); other p draw from ``tf.random.gamma``.
+  ``|z_i|^p ~ Gamma(1/p)``: ``p = 1`` uses exponentials, ``p = 2`` Gaussians
+  of variance 1/2, other p a Gamma sampler that XLA compiles.
 
   Args:
     shape: the batch shape ``[batch, ...]``.
@@ -357,17 +405,17 @@ def random_lp_ball(shape, epsilon, p, dtype=tf.float32, seed=None):
     u = tf.random.uniform(shape, -1.0, 1.0, dtype=dtype, seed=seed)
     return u * _per_example(epsilon, u)
   if p == 2.0:
-    z = tf.random.normal(shape, dtype=dtype, seed=seed)
-  elif p == 1.0:
-    e = -tf.math.log(tf.random.uniform(shape, 1e-12, 1.0, dtype=dtype, seed=seed))
-    sign = tf.sign(tf.random.uniform(shape, -1.0, 1.0, dtype=dtype, seed=seed))
-    z = sign * e
+    # Density exp(-t^2) is N(0, 1/2).
+    z = tf.random.normal(shape, stddev=math.sqrt(0.5), dtype=dtype, seed=_op_seed(seed, 0))
   else:
-    g = tf.random.gamma(shape, 1.0 / p, dtype=dtype, seed=seed)
-    sign = tf.sign(tf.random.uniform(shape, -1.0, 1.0, dtype=dtype, seed=seed))
-    z = sign * tf.pow(g, 1.0 / p)
+    if p == 1.0:
+      e = -tf.math.log(tf.random.uniform(shape, 1e-12, 1.0, dtype=dtype, seed=_op_seed(seed, 0)))
+    else:
+      e = tf.pow(_random_gamma(shape, 1.0 / p, dtype, seed=_op_seed(seed, 3)), 1.0 / p)
+    sign = tf.sign(tf.random.uniform(shape, -1.0, 1.0, dtype=dtype, seed=_op_seed(seed, 1)))
+    z = sign * e
   batch = tf.convert_to_tensor(shape)[:1]
-  w = -tf.math.log(tf.random.uniform(batch, 1e-12, 1.0, dtype=dtype, seed=seed))
+  w = -tf.math.log(tf.random.uniform(batch, 1e-12, 1.0, dtype=dtype, seed=_op_seed(seed, 2)))
   zp = tf.pow(lp_norm(z, p), p)
   r = tf.pow(zp + w, 1.0 / p)
   x = z / _per_example(r, z)

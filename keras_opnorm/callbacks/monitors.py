@@ -1,0 +1,368 @@
+"""Monitor callbacks: robustness numbers on a held-out slice, every few epochs.
+
+Each monitor evaluates the model on the data given at construction at the end
+of every ``every_n_epochs``-th epoch and writes one number into the epoch's
+``logs`` dict, where History, the progress bar and later callbacks see it:
+
+* `OperatorNormMonitor`: mean per-example ``||J_f(x)||_{p,q}``
+  (`keras_opnorm.evaluation.mean_operator_norm`), logged as ``'val_opnorm'``.
+* `RobustAccuracy`: accuracy under lp PGD at one radius
+  (`keras_opnorm.evaluation.robust_accuracy`), logged as ``'val_robust_acc'``.
+* `AlignmentMonitor`: mean ``|cos|`` between the PGD perturbation and the top
+  right singular vector of ``J_f(x)`` (`keras_opnorm.evaluation.alignment`),
+  logged as ``'val_alignment'``.
+
+Callback order: Keras calls the callbacks in list order with the same
+``logs`` dict (History and the progress bar, added by ``fit``, come last and
+always see the values). A callback that reads ``logs`` at epoch end, such as
+``keras.callbacks.TensorBoard``, ``CSVLogger``, ``EarlyStopping`` or
+``ModelCheckpoint`` monitoring ``'val_robust_acc'``, must come *after* the
+monitors in the ``callbacks`` list:
+
+    model.fit(..., callbacks=[
+        keras_opnorm.callbacks.RobustAccuracy(x_val, y_val, epsilon=0.1),
+        keras.callbacks.TensorBoard(log_dir),   # after the monitors
+    ])
+
+On epochs a monitor skips (``every_n_epochs > 1``) it writes nothing, like
+Keras' ``validation_freq``: its History list holds one value per evaluated
+epoch. The computation is compiled (`tf.function`) once per model and reused
+across epochs and ``fit`` calls; per-run state (``values``) is reset in
+``on_train_begin``.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_opnorm import _checks
+from keras_opnorm import evaluation
+
+__all__ = ["OperatorNormMonitor", "RobustAccuracy", "AlignmentMonitor"]
+
+_INF = float("inf")
+
+
+def _as_array(x, name):
+  if isinstance(x, tf.data.Dataset):
+    raise TypeError(
+        f"`{name}` must be an array of held-out examples (take a slice, e.g. "
+        f"`{name}[:200]`), not a tf.data.Dataset, so that the monitor can be "
+        f"serialised. Received: {name} of type {type(x).__name__}")
+  if x is None:
+    raise ValueError(f"`{name}` must be an array of held-out examples. Received: {name}=None")
+  return np.asarray(_checks.float_input(x, name))
+
+
+def _as_labels(y, n):
+  y = np.asarray(y)
+  if y.ndim == 2 and y.shape[-1] > 1:
+    y = np.argmax(y, axis=-1)
+  y = y.reshape(-1) if y.ndim == 2 else y
+  if y.ndim != 1 or y.shape[0] != n:
+    raise ValueError(
+        f"`y` must hold one integer or one-hot label per example of `x` ({n}). "
+        f"Received: y with shape={np.shape(y)}")
+  return y.astype(np.int32)
+
+
+class _Monitor(keras.callbacks.Callback):
+  """Shared machinery: schedule, compiled kernel per model, logging."""
+
+  def __init__(self, x, *, name, every_n_epochs=1, batch_size=256, training=False,
+               jit_compile=False):
+    super().__init__()
+    if not isinstance(name, str) or not name:
+      raise ValueError(f"`name` must be a non-empty string. Received: name={name!r}")
+    self.x = _as_array(x, "x")
+    self.name = name
+    self.every_n_epochs = _checks.positive_int(every_n_epochs, "every_n_epochs")
+    self.batch_size = _checks.positive_int(batch_size, "batch_size")
+    self.training = bool(training)
+    self.jit_compile = bool(jit_compile)
+    self.values = []
+    self._kernel = None
+    self._kernel_model = None
+
+  def _build_kernel(self, model):
+    raise NotImplementedError
+
+  def _compute(self, kernel):
+    """Returns a dict ``log name -> float``."""
+    raise NotImplementedError
+
+  def _ensure_kernel(self):
+    if self.model is None:
+      raise ValueError(f"{type(self).__name__} must be used inside `fit` (it has no model).")
+    if self._kernel is None or self._kernel_model is not self.model:
+      self._kernel = self._build_kernel(self.model)
+      self._kernel_model = self.model
+    return self._kernel
+
+  def on_train_begin(self, logs=None):
+    self.values = []
+    self._ensure_kernel()
+
+  def on_epoch_end(self, epoch, logs=None):
+    if (epoch + 1) % self.every_n_epochs:
+      return
+    results = self._compute(self._ensure_kernel())
+    self.values.append((int(epoch), results[self.name]))
+    if logs is not None:
+      logs.update(results)
+
+  def get_config(self):
+    return {
+        "x": self.x,
+        "name": self.name,
+        "every_n_epochs": self.every_n_epochs,
+        "batch_size": self.batch_size,
+        "training": self.training,
+        "jit_compile": self.jit_compile,
+    }
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    for key in ("x", "y"):
+      # Arrays come back from Keras serialisation as {"class_name": "__numpy__", ...}.
+      if isinstance(config.get(key), dict):
+        config[key] = keras.saving.deserialize_keras_object(config[key])
+    return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="keras_opnorm")
+class OperatorNormMonitor(_Monitor):
+  """Logs the mean per-example operator norm ``||J_f(x)||_{p,q}`` on held-out data.
+
+  ``(1/n) sum_i max_{||v||_p <= 1} ||J_f(x_i) v||_q`` via
+  `keras_opnorm.operator_norm` (the quantity data-dependent operator norm
+  regularisation and, by Roth et al. 2020, adversarial training damp).
+
+  Args:
+    x: held-out inputs ``[n, ...]`` (an array; keep it small, e.g. 200).
+    p: input norm. Defaults to `2`.
+    q: output norm. Defaults to `2`.
+    name: the ``logs`` key. Defaults to `'val_opnorm'`.
+    num_iters: power iterations. Defaults to `20`.
+    num_restarts: power-method restarts. Defaults to `1`.
+    method: ``'auto'``, ``'power'`` or ``'exact'``. Defaults to `'auto'`.
+    centered: norm of the centered-logits Jacobian ``P J``
+      (`keras_opnorm.evaluation.center_logits`). Defaults to `False`.
+    every_n_epochs: evaluate at the end of every n-th epoch. Defaults to `1`.
+    batch_size: evaluation batch size. Defaults to `256`.
+    training: the model's ``training`` flag. Defaults to `False`.
+    jit_compile: compile with XLA. Defaults to `False`.
+
+  Example:
+
+  ```python
+  model.fit(x, y, epochs=5, callbacks=[
+      keras_opnorm.callbacks.OperatorNormMonitor(x_val[:200])])
+  history.history['val_opnorm']
+  ```
+  """
+
+  def __init__(self, x, p=2, q=2, *, name="val_opnorm", num_iters=20, num_restarts=1,
+               method="auto", centered=False, every_n_epochs=1, batch_size=256,
+               training=False, jit_compile=False):
+    super().__init__(x, name=name, every_n_epochs=every_n_epochs, batch_size=batch_size,
+                     training=training, jit_compile=jit_compile)
+    self.p = _checks.exponent(p, "p")
+    self.q = _checks.exponent(q, "q")
+    self.num_iters = _checks.positive_int(num_iters, "num_iters")
+    self.num_restarts = _checks.positive_int(num_restarts, "num_restarts")
+    self.method = method
+    self.centered = bool(centered)
+
+  def _build_kernel(self, model):
+    return evaluation._OperatorNormKernel(  # pylint: disable=protected-access
+        model, p=self.p, q=self.q, num_iters=self.num_iters,
+        num_restarts=self.num_restarts, method=self.method, centered=self.centered,
+        training=self.training, jit_compile=self.jit_compile)
+
+  def _compute(self, kernel):
+    return {self.name: float(np.mean(kernel.run(self.x, self.batch_size)))}
+
+  def get_config(self):
+    return {
+        **super().get_config(),
+        "p": self.p,
+        "q": self.q,
+        "num_iters": self.num_iters,
+        "num_restarts": self.num_restarts,
+        "method": self.method,
+        "centered": self.centered,
+    }
+
+
+@keras.saving.register_keras_serializable(package="keras_opnorm")
+class RobustAccuracy(_Monitor):
+  """Logs the accuracy under an lp PGD attack at one radius on held-out data.
+
+  An example counts if it is classified correctly both clean and after PGD
+  (every restart); see `keras_opnorm.evaluation.robust_accuracy`.
+
+  Args:
+    x: held-out inputs ``[n, ...]`` (an array).
+    y: their integer labels ``[n]`` or one-hot labels ``[n, d]``.
+    epsilon: the attack radius (> 0).
+    p: the attack norm. Defaults to `inf`.
+    name: the ``logs`` key. Defaults to `'val_robust_acc'`.
+    num_steps: PGD steps. Defaults to `10`.
+    step_size: PGD step size; ``None``: ``2.5 * epsilon / num_steps``.
+      Defaults to `None`.
+    num_restarts: PGD restarts. Defaults to `1`.
+    loss: the attack loss. Defaults to `'crossentropy'`.
+    q: logit-distance norm for ``loss='logit'``. Defaults to `2`.
+    clip: ``(lo, hi)`` valid input range, or ``None``. Defaults to `None`.
+    random_start: random start of PGD. Defaults to `True`.
+    every_n_epochs: evaluate at the end of every n-th epoch. Defaults to `1`.
+    batch_size: evaluation batch size. Defaults to `256`.
+    training: the model's ``training`` flag. Defaults to `False`.
+    jit_compile: compile with XLA. Defaults to `False`.
+
+  Example:
+
+  ```python
+  model.fit(x, y, epochs=5, callbacks=[
+      keras_opnorm.callbacks.RobustAccuracy(x_val, y_val, epsilon=0.1)])
+  ```
+  """
+
+  def __init__(self, x, y, epsilon, p=_INF, *, name="val_robust_acc", num_steps=10,
+               step_size=None, num_restarts=1, loss="crossentropy", q=2, clip=None,
+               random_start=True, every_n_epochs=1, batch_size=256, training=False,
+               jit_compile=False):
+    super().__init__(x, name=name, every_n_epochs=every_n_epochs, batch_size=batch_size,
+                     training=training, jit_compile=jit_compile)
+    if y is None:
+      raise ValueError("`y` must hold the labels of `x`. Received: y=None")
+    self.y = _as_labels(y, self.x.shape[0])
+    self.epsilon = _checks.positive_float(epsilon, "epsilon")
+    self.p = _checks.exponent(p, "p")
+    self.num_steps = _checks.positive_int(num_steps, "num_steps")
+    self.step_size = None if step_size is None else _checks.positive_float(step_size, "step_size")
+    self.num_restarts = _checks.positive_int(num_restarts, "num_restarts")
+    if not isinstance(loss, str):
+      raise TypeError(
+          "`loss` must be the name of an attack loss ('crossentropy', 'logit', "
+          f"'kl') so that the monitor can be serialised. Received: loss={loss!r}")
+    self.loss = loss
+    self.q = _checks.exponent(q, "q")
+    self.clip = None if clip is None else tuple(float(c) for c in clip)
+    self.random_start = bool(random_start)
+
+  def _build_kernel(self, model):
+    return evaluation._RobustKernel(  # pylint: disable=protected-access
+        model, p=self.p, num_steps=self.num_steps, step_size=self.step_size,
+        num_restarts=self.num_restarts, loss=self.loss, q=self.q, clip=self.clip,
+        random_start=self.random_start, training=self.training,
+        jit_compile=self.jit_compile)
+
+  def _compute(self, kernel):
+    clean, robust = kernel.run(self.x, self.y, [self.epsilon], self.batch_size)
+    return {self.name: float(np.mean(clean & robust[0]))}
+
+  def get_config(self):
+    return {
+        **super().get_config(),
+        "y": self.y,
+        "epsilon": self.epsilon,
+        "p": self.p,
+        "num_steps": self.num_steps,
+        "step_size": self.step_size,
+        "num_restarts": self.num_restarts,
+        "loss": self.loss,
+        "q": self.q,
+        "clip": None if self.clip is None else list(self.clip),
+        "random_start": self.random_start,
+    }
+
+
+@keras.saving.register_keras_serializable(package="keras_opnorm")
+class AlignmentMonitor(_Monitor):
+  """Logs the mean ``|cos|`` between PGD perturbations and the top singular vector.
+
+  ``(1/n) sum_i |<x_adv_i - x_i, v_1(J_f(x_i))>| / ||x_adv_i - x_i||_2``, the
+  rank-1 alignment of `keras_opnorm.evaluation.alignment`. With
+  ``centered=True`` it also logs ``name + '_centered'``: the alignment with
+  the top singular vector of the centered-logits Jacobian ``P J``.
+
+  Args:
+    x: held-out inputs ``[n, ...]`` (an array).
+    epsilon: the attack radius (> 0).
+    p: the attack norm. Defaults to `2`.
+    y: labels for the cross-entropy attack; ``None`` attacks the model's own
+      predictions. Defaults to `None`.
+    name: the ``logs`` key. Defaults to `'val_alignment'`.
+    q: logit-distance norm for ``loss='logit'``. Defaults to `2`.
+    loss: the attack loss. Defaults to `'crossentropy'`.
+    num_steps: PGD steps. Defaults to `10`.
+    step_size: PGD step size; ``None``: ``2.5 * epsilon / num_steps``.
+      Defaults to `None`.
+    random_start: random start of PGD. Defaults to `True`.
+    clip: ``(lo, hi)`` valid input range, or ``None``. Defaults to `None`.
+    num_iters: iterations of `keras_opnorm.singular_values`; ``None``: its
+      default. Defaults to `None`.
+    centered: also log the centered-logits alignment. Defaults to `False`.
+    seed: seed of the random baseline (not logged). Defaults to `0`.
+    every_n_epochs: evaluate at the end of every n-th epoch. Defaults to `1`.
+    batch_size: evaluation batch size. Defaults to `256`.
+    training: the model's ``training`` flag. Defaults to `False`.
+    jit_compile: compile with XLA. Defaults to `False`.
+  """
+
+  def __init__(self, x, epsilon, p=2, *, y=None, name="val_alignment", q=2,
+               loss="crossentropy", num_steps=10, step_size=None, random_start=True,
+               clip=None, num_iters=None, centered=False, seed=0, every_n_epochs=1,
+               batch_size=256, training=False, jit_compile=False):
+    super().__init__(x, name=name, every_n_epochs=every_n_epochs, batch_size=batch_size,
+                     training=training, jit_compile=jit_compile)
+    self.y = None if y is None else _as_labels(y, self.x.shape[0])
+    self.epsilon = _checks.positive_float(epsilon, "epsilon")
+    self.p = _checks.exponent(p, "p")
+    self.q = _checks.exponent(q, "q")
+    if not isinstance(loss, str):
+      raise TypeError(
+          "`loss` must be the name of an attack loss ('crossentropy', 'logit', "
+          f"'kl') so that the monitor can be serialised. Received: loss={loss!r}")
+    self.loss = loss
+    self.num_steps = _checks.positive_int(num_steps, "num_steps")
+    self.step_size = None if step_size is None else _checks.positive_float(step_size, "step_size")
+    self.random_start = bool(random_start)
+    self.clip = None if clip is None else tuple(float(c) for c in clip)
+    self.num_iters = None if num_iters is None else _checks.positive_int(num_iters, "num_iters")
+    self.centered = bool(centered)
+    self.seed = seed
+
+  def _build_kernel(self, model):
+    return evaluation._AlignmentKernel(  # pylint: disable=protected-access
+        model, p=self.p, q=self.q, loss=self.loss, k=1, num_steps=self.num_steps,
+        step_size=self.step_size, random_start=self.random_start, clip=self.clip,
+        num_iters=self.num_iters, centered=self.centered, training=self.training,
+        jit_compile=self.jit_compile)
+
+  def _compute(self, kernel):
+    core = kernel.run(self.x, self.y, [self.epsilon], self.batch_size, self.seed)
+    results = {self.name: float(np.mean(core["cos"][0][:, 0]))}
+    if self.centered:
+      results[self.name + "_centered"] = float(np.mean(core["cos_c"][0][:, 0]))
+    return results
+
+  def get_config(self):
+    return {
+        **super().get_config(),
+        "epsilon": self.epsilon,
+        "p": self.p,
+        "y": self.y,
+        "q": self.q,
+        "loss": self.loss,
+        "num_steps": self.num_steps,
+        "step_size": self.step_size,
+        "random_start": self.random_start,
+        "clip": None if self.clip is None else list(self.clip),
+        "num_iters": self.num_iters,
+        "centered": self.centered,
+        "seed": self.seed,
+    }

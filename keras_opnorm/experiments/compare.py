@@ -1,0 +1,666 @@
+r"""Trains the paper's four methods with matched settings and compares them.
+
+Roth, Kilcher & Hofmann, "Adversarial Training is a Form of Data-dependent
+Operator Norm Regularization", NeurIPS 2020 (https://arxiv.org/abs/1906.01527).
+
+Methods (``--methods``), all trained from the same initial weights, on the
+same data order, with the same optimiser and number of epochs:
+
+* ``standard``: cross-entropy only.
+* ``adversarial``: PGD adversarial training,
+  ``CE(y, f(x)) + w * CE(y, f(x_adv))`` with ``x_adv`` from ``--attack_steps``
+  steps of lp PGD (``--p``) at radius ``--epsilon``
+  (`keras_opnorm.callbacks.AdversarialTraining`).
+* ``opnorm``: data-dependent (p,q) operator-norm regularisation (d.d. spectral
+  norm regularisation for p = q = 2), ``CE + lambda/2 ||f(x + eps v) - f(x)||_q^2``
+  with ``v`` from ``--opnorm_iters`` (p,q) power iterations
+  (`keras_opnorm.callbacks.OperatorNormRegularization`).
+* ``spectral``: global spectral-norm regularisation (Yoshida & Miyato 2017),
+  ``CE + lambda/2 sum_l sigma_max(W_l)^2``
+  (`keras_opnorm.callbacks.SpectralNormRegularization`).
+
+Each trained model is evaluated on held-out data with `keras_opnorm.evaluation`:
+clean accuracy and lp PGD accuracy over a sweep of radii, the mean
+``||J||_{p,q}`` (and of the centered logits ``P J``), the alignment of PGD
+perturbations (cross-entropy and lq-logit losses) with the right singular
+vectors of ``J`` and ``P J`` next to a random direction, and the Jacobian's
+top singular values. The command prints a table and writes ``results.json``
+(atomically), ``table.md`` and four PNG plots to ``--output_dir``.
+
+The defaults reproduce the l2 comparison on scikit-learn's 8x8 digits
+(no network needed) in a few minutes on two CPU cores:
+
+  python -m keras_opnorm.experiments.compare
+
+and the linf comparison (q = 2) with:
+
+  python -m keras_opnorm.experiments.compare --p=inf --epsilon=0.1
+"""
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+import keras
+import numpy as np
+
+import keras_opnorm
+from keras_opnorm import datasets
+from keras_opnorm import evaluation
+from keras_opnorm import models
+from keras_opnorm import norms
+
+# Names of the methods, in the order they are trained and shown.
+METHODS = ("standard", "adversarial", "opnorm", "spectral")
+_LABELS = {
+    "standard": "standard",
+    "adversarial": "PGD AT",
+    "opnorm": "d.d. opnorm",
+    "spectral": "global SNR",
+}
+
+_DATASETS = datasets.DATASETS
+_MODELS = models.MODELS
+
+FLAGS = flags.FLAGS
+
+# What to train.
+flags.DEFINE_string("dataset", "digits", f"Dataset: one of {', '.join(_DATASETS)}.")
+flags.DEFINE_string("model", "mlp", f"Model: one of {', '.join(_MODELS)}.")
+flags.DEFINE_list("methods", list(METHODS),
+                  f"Comma-separated methods to train, from {', '.join(METHODS)}.")
+flags.DEFINE_float("p", 2.0, "Input norm p in [1, inf] of the attacks and the operator norm "
+                   "(`inf` for linf).")
+flags.DEFINE_float("q", 2.0, "Output (logit) norm q in [1, inf] of the operator norm and of "
+                   "the lq-logit attack.")
+flags.DEFINE_float("epsilon", 1.0, "Training and evaluation radius (in the dataset's pixel "
+                   "units: digits are in [0, 1]).")
+flags.DEFINE_integer("epochs", 30, "Training epochs per method.")
+flags.DEFINE_integer("batch_size", 64, "Training batch size.")
+flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
+flags.DEFINE_integer("seed", 0, "Seed of the data split, the shuffling, the initial weights "
+                     "(the same for every method) and the attacks.")
+# Method hyper-parameters.
+flags.DEFINE_integer("attack_steps", 10, "PGD steps of adversarial training.")
+flags.DEFINE_float("at_weight", 1.0, "Weight of the adversarial cross-entropy added to the "
+                   "clean one (1.0: the 50/50 mix of clean and adversarial loss, up to a "
+                   "factor 2).")
+flags.DEFINE_float("opnorm_weight", 0.1, "lambda of the d.d. operator-norm regulariser.")
+flags.DEFINE_integer("opnorm_iters", 10, "(p,q) power iterations of the d.d. regulariser.")
+flags.DEFINE_float("spectral_weight", 0.01, "lambda of global spectral-norm regularisation.")
+flags.DEFINE_integer("spectral_iters", 1, "Power iterations per step of global SNR.")
+# Evaluation.
+flags.DEFINE_integer("eval_examples", None, "Held-out examples for the accuracy curves "
+                     "(default: the whole test split).")
+flags.DEFINE_integer("align_examples", 200, "Held-out examples for the alignment, the "
+                     "operator norm and the spectra (the first ones of the evaluation set).")
+flags.DEFINE_integer("num_steps", 20, "PGD steps of the evaluation attacks.")
+flags.DEFINE_integer("num_restarts", 1, "PGD restarts of the robust-accuracy evaluation.")
+flags.DEFINE_list("sweep", ["0", "0.25", "0.5", "0.75", "1", "1.5", "2"],
+                  "Radii of the accuracy-vs-eps and alignment-vs-eps curves, as multiples "
+                  "of --epsilon (1 is always included).")
+flags.DEFINE_integer("spectrum_k", 10, "Number of singular values / ranks (at most "
+                     "min(classes, input dim)).")
+# Where.
+flags.DEFINE_string("output_dir", None, "Where results.json, table.md and the plots go "
+                    "(default: outputs/compare/<dataset>_<model>_p<p>_q<q>_eps<eps>).")
+flags.DEFINE_string("data_dir", None, "tensorflow-datasets directory (tfds sets only; "
+                    "default ~/tensorflow_datasets).")
+flags.DEFINE_boolean("download", False, "Let tensorflow-datasets download a missing set.")
+flags.DEFINE_boolean("plots", True, "Draw the PNG plots (needs matplotlib).")
+flags.DEFINE_integer("verbose", 1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one "
+                     "line per epoch.")
+flags.DEFINE_boolean("jit_compile", False, "Compile the evaluation kernels with XLA.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """The validated settings of one comparison (see the flags for meanings)."""
+  dataset: str = "digits"
+  model: str = "mlp"
+  methods: tuple = METHODS
+  p: float = 2.0
+  q: float = 2.0
+  epsilon: float = 1.0
+  epochs: int = 30
+  batch_size: int = 64
+  learning_rate: float = 1e-3
+  seed: int = 0
+  attack_steps: int = 10
+  at_weight: float = 1.0
+  opnorm_weight: float = 0.1
+  opnorm_iters: int = 10
+  spectral_weight: float = 0.01
+  spectral_iters: int = 1
+  eval_examples: int = None
+  align_examples: int = 200
+  num_steps: int = 20
+  num_restarts: int = 1
+  sweep: tuple = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+  spectrum_k: int = 10
+  output_dir: str = None
+  data_dir: str = None
+  download: bool = False
+  plots: bool = True
+  verbose: int = 1
+  jit_compile: bool = False
+
+  @property
+  def epsilons(self):
+    """The evaluation radii: ``sweep * epsilon``, ascending."""
+    return [m * self.epsilon for m in self.sweep]
+
+  def to_dict(self):
+    return _jsonable(dataclasses.asdict(self))
+
+
+def _fail(message):
+  raise app.UsageError(message)
+
+
+def _number(value, name, *, positive=True, integer=False, allow_inf=False):
+  """Checks a numeric setting; raises UsageError naming the flag."""
+  kind = "positive" if positive else "non-negative"
+  kind += " integer" if integer else " number"
+  bad = isinstance(value, bool) or not isinstance(value, (int, float))
+  if not bad:
+    v = float(value)
+    bad = (math.isnan(v) or (math.isinf(v) and not allow_inf) or v < 0
+           or (positive and v == 0) or (integer and v != int(v)))
+  if bad:
+    _fail(f"--{name} must be a {kind}. Received: --{name}={value!r}")
+  return int(value) if integer else float(value)
+
+
+def _exponent(value, name):
+  try:
+    return norms.validate_exponent(value, name)
+  except (TypeError, ValueError):
+    _fail(f"--{name} must be a number in [1, inf] (`inf` for infinity). "
+          f"Received: --{name}={value!r}")
+
+
+def _default_output_dir(cfg):
+  def fmt(v):
+    return "inf" if math.isinf(v) else f"{v:g}"
+  return os.path.join(
+      "outputs", "compare",
+      f"{cfg.dataset}_{cfg.model}_p{fmt(cfg.p)}_q{fmt(cfg.q)}_eps{fmt(cfg.epsilon)}")
+
+
+def _check_writable(directory):
+  """Creates ``directory`` and checks a file can be written there."""
+  try:
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=".write_test_"):
+      pass
+  except OSError as e:
+    _fail(f"--output_dir must be a writable directory. Received: --output_dir={directory!r} "
+          f"({e.strerror or e})")
+
+
+def validate(cfg):
+  """Checks every setting; returns a new `Config` with normalised values.
+
+  Raises:
+    absl.app.UsageError: naming the flag and the value received, before any
+      data is loaded or model trained.
+  """
+  if cfg.dataset not in _DATASETS:
+    _fail(f"--dataset must be one of {', '.join(_DATASETS)}. Received: --dataset={cfg.dataset!r}")
+  if cfg.model not in _MODELS:
+    _fail(f"--model must be one of {', '.join(_MODELS)}. Received: --model={cfg.model!r}")
+  methods = [m.strip() for m in cfg.methods if m.strip()]
+  unknown = [m for m in methods if m not in METHODS]
+  if unknown or not methods:
+    _fail(f"--methods must be a comma-separated list from {', '.join(METHODS)}. "
+          f"Received: --methods={','.join(cfg.methods)!r}")
+  methods = tuple(dict.fromkeys(methods))  # drop repeats, keep order
+  p = _exponent(cfg.p, "p")
+  q = _exponent(cfg.q, "q")
+  epsilon = _number(cfg.epsilon, "epsilon")
+  ints = {name: _number(getattr(cfg, name), name, integer=True)
+          for name in ("epochs", "batch_size", "attack_steps", "opnorm_iters",
+                       "spectral_iters", "align_examples", "num_steps", "num_restarts",
+                       "spectrum_k")}
+  if cfg.eval_examples is not None:
+    ints["eval_examples"] = _number(cfg.eval_examples, "eval_examples", integer=True)
+  floats = {name: _number(getattr(cfg, name), name, positive=False)
+            for name in ("at_weight", "opnorm_weight", "spectral_weight")}
+  floats["learning_rate"] = _number(cfg.learning_rate, "learning_rate")
+  try:
+    sweep = [float(m) for m in cfg.sweep]
+  except (TypeError, ValueError):
+    sweep = None
+  if sweep is None or any(math.isnan(m) or math.isinf(m) or m < 0 for m in sweep):
+    _fail("--sweep must be a comma-separated list of non-negative numbers (multiples of "
+          f"--epsilon). Received: --sweep={','.join(map(str, cfg.sweep))!r}")
+  sweep = tuple(sorted(set(sweep) | {1.0}))
+  if cfg.verbose not in (0, 1, 2):
+    _fail(f"--verbose must be 0, 1 or 2. Received: --verbose={cfg.verbose!r}")
+  cfg = dataclasses.replace(cfg, methods=methods, p=p, q=q, epsilon=epsilon, sweep=sweep,
+                            **ints, **floats)
+  output_dir = cfg.output_dir or _default_output_dir(cfg)
+  _check_writable(output_dir)
+  return dataclasses.replace(cfg, output_dir=output_dir)
+
+
+def config_from_flags(flag_values=None):
+  """Reads the `Config` from parsed absl flags (not yet validated)."""
+  fv = flag_values or FLAGS
+  names = [f.name for f in dataclasses.fields(Config)]
+  values = {name: fv[name].value for name in names}
+  values["methods"] = tuple(values["methods"] or ())
+  values["sweep"] = tuple(values["sweep"] or ())
+  return Config(**values)
+
+
+# ---------------------------------------------------------------------------
+# Plain JSON and the atomic write.
+# ---------------------------------------------------------------------------
+
+
+def _jsonable(value):
+  """Python scalars, lists and dicts only; ``inf`` -> ``"inf"``, NaN -> None."""
+  if isinstance(value, dict):
+    return {str(k): _jsonable(v) for k, v in value.items()}
+  if hasattr(value, "to_dict"):
+    return _jsonable(value.to_dict())
+  if isinstance(value, np.ndarray):
+    return _jsonable(value.tolist())
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  if isinstance(value, (bool, np.bool_)):
+    return bool(value)
+  if isinstance(value, (int, np.integer)):
+    return int(value)
+  if isinstance(value, (float, np.floating)):
+    v = float(value)
+    if math.isinf(v):
+      return "inf" if v > 0 else "-inf"
+    return None if math.isnan(v) else v
+  return value
+
+
+def write_json_atomic(path, obj):
+  """Writes ``obj`` as JSON to ``path`` atomically.
+
+  The JSON goes to a temporary file in the same directory, is flushed to disk,
+  and replaces ``path`` in one ``os.replace``: a reader (or an interrupted run)
+  sees the old file or the complete new one, never half a file.
+  """
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
+                             suffix=".tmp")
+  try:
+    with os.fdopen(fd, "w") as f:
+      json.dump(_jsonable(obj), f, indent=1, allow_nan=False)
+      f.write("\n")
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  return path
+
+
+def _write_text_atomic(path, text):
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
+                             suffix=".tmp")
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  return path
+
+
+# ---------------------------------------------------------------------------
+# Training.
+# ---------------------------------------------------------------------------
+
+
+def _p_text(p):
+  return "inf" if math.isinf(p) else f"{p:g}"
+
+
+def describe(method, cfg):
+  """A one-line description of how ``method`` is trained under ``cfg``."""
+  p, q = _p_text(cfg.p), _p_text(cfg.q)
+  if method == "adversarial":
+    return (f"PGD-{cfg.attack_steps} l{p} adversarial training, eps={cfg.epsilon:g}, "
+            f"CE + {cfg.at_weight:g} * CE_adv")
+  if method == "opnorm":
+    return (f"d.d. ({p},{q}) operator-norm regularisation, eps={cfg.epsilon:g}, "
+            f"lambda={cfg.opnorm_weight:g}, {cfg.opnorm_iters} power iterations")
+  if method == "spectral":
+    return (f"global spectral-norm regularisation, lambda={cfg.spectral_weight:g}, "
+            f"{cfg.spectral_iters} power iteration(s) per step")
+  return "cross-entropy only"
+
+
+def method_callbacks(method, cfg, info):
+  """The `keras_opnorm.callbacks` training callback(s) of ``method``."""
+  from keras_opnorm import callbacks  # pylint: disable=g-import-not-at-top
+  if method == "standard":
+    return []
+  if method == "adversarial":
+    return [callbacks.AdversarialTraining(
+        epsilon=cfg.epsilon, p=cfg.p, num_steps=cfg.attack_steps, loss="crossentropy",
+        weight=cfg.at_weight, clip=tuple(info.input_range))]
+  if method == "opnorm":
+    return [callbacks.OperatorNormRegularization(
+        epsilon=cfg.epsilon, p=cfg.p, q=cfg.q, weight=cfg.opnorm_weight,
+        num_iters=cfg.opnorm_iters)]
+  if method == "spectral":
+    return [callbacks.SpectralNormRegularization(
+        weight=cfg.spectral_weight, num_iters=cfg.spectral_iters)]
+  raise ValueError(f"`method` must be one of {', '.join(METHODS)}. Received: method={method!r}")
+
+
+class _EpochTimer(keras.callbacks.Callback):
+  """Records the wall time of every epoch."""
+
+  def on_train_begin(self, logs=None):
+    self.seconds = []
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._start = time.perf_counter()
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.seconds.append(time.perf_counter() - self._start)
+
+
+def train(method, cfg, info, flatten):
+  """Builds, compiles and trains the model of one method.
+
+  Every method starts from the same initial weights (Keras' global seed is
+  reset to ``cfg.seed`` before the model is built) and sees the same data
+  order (the training pipeline is rebuilt with the same shuffle seed).
+
+  Returns:
+    ``(model, record)`` with record holding the timing and the history.
+  """
+  keras.utils.set_random_seed(cfg.seed)
+  train_ds, _, _ = datasets.load(
+      cfg.dataset, data_dir=cfg.data_dir, batch_size=cfg.batch_size, seed=cfg.seed,
+      flatten=flatten, download=cfg.download)
+  model = models.build(cfg.model, info.input_shape, info.num_classes)
+  model.compile(
+      optimizer=keras.optimizers.Adam(cfg.learning_rate),
+      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+      metrics=["accuracy"])
+  timer = _EpochTimer()
+  start = time.perf_counter()
+  history = model.fit(train_ds, epochs=cfg.epochs, shuffle=False, verbose=cfg.verbose,
+                      callbacks=method_callbacks(method, cfg, info) + [timer])
+  total = time.perf_counter() - start
+  epoch_seconds = list(timer.seconds)
+  # The first epoch also traces and compiles the train step: leave it out of
+  # the per-epoch time when there are others.
+  steady = epoch_seconds[1:] or epoch_seconds
+  record = {
+      "description": describe(method, cfg),
+      "train_seconds": total,
+      "seconds_per_epoch": sum(steady) / len(steady),
+      "first_epoch_seconds": epoch_seconds[0] if epoch_seconds else None,
+      "epoch_seconds": epoch_seconds,
+      "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+  }
+  return model, record
+
+
+# ---------------------------------------------------------------------------
+# Evaluation.
+# ---------------------------------------------------------------------------
+
+
+def evaluate(model, x, y, cfg, info):
+  """Evaluates one trained model the way the paper does.
+
+  Accuracy curves on all of ``x``; operator norms, spectra and alignment on
+  the first ``cfg.align_examples`` examples.
+
+  Returns:
+    A dict of summary numbers and the full evaluation results.
+  """
+  clip = tuple(info.input_range)
+  x_align, y_align = x[:cfg.align_examples], y[:cfg.align_examples]
+  k = min(cfg.spectrum_k, info.num_classes, int(x[0].size))
+  common = dict(jit_compile=cfg.jit_compile)
+  curve = evaluation.robust_accuracy(
+      model, x, y, epsilons=cfg.epsilons, p=cfg.p, num_steps=cfg.num_steps,
+      num_restarts=cfg.num_restarts, clip=clip, **common)
+  opnorm = evaluation.mean_operator_norm(model, x_align, cfg.p, cfg.q, **common)
+  opnorm_c = evaluation.mean_operator_norm(model, x_align, cfg.p, cfg.q, centered=True,
+                                           **common)
+  spec = evaluation.spectrum(model, x_align, k=k, **common)
+  spec_c = evaluation.spectrum(model, x_align, k=k, centered=True, **common)
+  attack = dict(epsilon=cfg.epsilon, p=cfg.p, q=cfg.q, k=k, num_steps=cfg.num_steps,
+                clip=clip, centered=True, seed=cfg.seed, **common)
+  align_ce = evaluation.alignment(model, x_align, y_align, loss="crossentropy", **attack)
+  align_logit = evaluation.alignment(model, x_align, y_align, loss="logit", **attack)
+  radii = [e for e in cfg.epsilons if e > 0]
+  sweep = dict(epsilons=radii, p=cfg.p, q=cfg.q, num_steps=cfg.num_steps, clip=clip,
+               centered=True, seed=cfg.seed, **common)
+  align_eps_ce = evaluation.alignment_vs_epsilon(model, x_align, y_align,
+                                                 loss="crossentropy", **sweep)
+  align_eps_logit = evaluation.alignment_vs_epsilon(model, x_align, y_align, loss="logit",
+                                                    **sweep)
+  summary = {
+      "clean_accuracy": curve.clean_accuracy,
+      "robust_accuracy": curve.accuracy_at(cfg.epsilon),
+      "mean_operator_norm": opnorm,
+      "mean_operator_norm_centered": opnorm_c,
+      "top_singular_value": spec.mean[0],
+      "alignment_rank1_ce": align_ce.rank1,
+      "alignment_rank1_ce_centered": align_ce.centered_rank1,
+      "alignment_rank1_logit": align_logit.rank1,
+      "alignment_rank1_logit_centered": align_logit.centered_rank1,
+      "alignment_random": align_ce.random_mean[0],
+      "alignment_random_expected": align_ce.random_expected,
+      "logit_shift_rank1": align_ce.logit_shift[0],
+  }
+  details = {
+      "robust_accuracy_curve": curve,
+      "spectrum": spec.to_dict(per_example=False),
+      "spectrum_centered": spec_c.to_dict(per_example=False),
+      "alignment_ce": align_ce.to_dict(per_example=False),
+      "alignment_logit": align_logit.to_dict(per_example=False),
+      "alignment_vs_epsilon_ce": align_eps_ce,
+      "alignment_vs_epsilon_logit": align_eps_logit,
+  }
+  return summary, details, dict(curve=curve, spec=spec, align_ce=align_ce,
+                                align_logit=align_logit, align_eps_ce=align_eps_ce)
+
+
+# ---------------------------------------------------------------------------
+# Report.
+# ---------------------------------------------------------------------------
+
+
+_COLUMNS = (
+    # (header, key, format)
+    ("clean acc", "clean_accuracy", "{:.3f}"),
+    ("robust acc", "robust_accuracy", "{:.3f}"),
+    ("mean ||J||", "mean_operator_norm", "{:.3g}"),
+    ("mean ||PJ||", "mean_operator_norm_centered", "{:.3g}"),
+    ("align CE", "alignment_rank1_ce", "{:.2f}"),
+    ("align CE (PJ)", "alignment_rank1_ce_centered", "{:.2f}"),
+    ("align logit", "alignment_rank1_logit", "{:.2f}"),
+    ("align logit (PJ)", "alignment_rank1_logit_centered", "{:.2f}"),
+    ("random", "alignment_random", "{:.2f}"),
+    ("s/epoch", "seconds_per_epoch", "{:.2f}"),
+)
+
+
+def format_table(results, cfg):
+  """The results as a Markdown table (one row per method) with a legend."""
+  p, q = _p_text(cfg.p), _p_text(cfg.q)
+  header = ["method"] + [h for h, _, _ in _COLUMNS]
+  rows = []
+  for method, r in results.items():
+    cells = [_LABELS.get(method, method)]
+    for _, key, fmt in _COLUMNS:
+      value = r.get(key)
+      cells.append("n/a" if value is None else fmt.format(value))
+    rows.append(cells)
+  widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+
+  def line(cells):
+    return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
+
+  out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+  out += [line(r) for r in rows]
+  legend = (
+      f"\n{cfg.dataset} / {cfg.model}, p={p}, q={q}, eps={cfg.epsilon:g}, "
+      f"{cfg.epochs} epochs. robust acc: PGD-{cfg.num_steps} (l{p}, cross-entropy, "
+      f"{cfg.num_restarts} restart(s)) at eps. ||J||: mean ||J_f(x)||_({p},{q}) "
+      "(power method; a lower bound where the problem is NP-hard); PJ: centered "
+      f"logits. align: mean |cos| between the l{p} PGD perturbation at eps and the "
+      "top right singular vector of J (or PJ), for the cross-entropy attack and the "
+      f"l{q}-logit attack of the theorem; random: a random direction. s/epoch: "
+      "training seconds per epoch (first epoch, which compiles, excluded).")
+  return "\n".join(out) + "\n" + legend + "\n"
+
+
+def check_claims(results, cfg):
+  """The paper's robustness claims on this run, as ``name -> {holds, numbers}``.
+
+  * opnorm within 3 points of adversarial training at the training eps;
+  * both at least 20 points above the standard model;
+  * global spectral-norm regularisation below both.
+  """
+  needed = ("standard", "adversarial", "opnorm", "spectral")
+  if any(m not in results for m in needed):
+    return {}
+  rob = {m: results[m]["robust_accuracy"] for m in needed}
+  return {
+      "opnorm_within_3_points_of_adversarial": {
+          "holds": abs(rob["opnorm"] - rob["adversarial"]) <= 0.03,
+          "difference": rob["opnorm"] - rob["adversarial"]},
+      "adversarial_and_opnorm_20_points_above_standard": {
+          "holds": min(rob["adversarial"], rob["opnorm"]) - rob["standard"] >= 0.20,
+          "margin": min(rob["adversarial"], rob["opnorm"]) - rob["standard"]},
+      "spectral_below_both": {
+          "holds": rob["spectral"] < min(rob["adversarial"], rob["opnorm"]),
+          "margin": min(rob["adversarial"], rob["opnorm"]) - rob["spectral"]},
+  }
+
+
+def _plots(raw, cfg):
+  from keras_opnorm import plots  # pylint: disable=g-import-not-at-top
+  d = cfg.output_dir
+  files = [
+      plots.plot_robust_accuracy({m: r["curve"] for m, r in raw.items()},
+                                 os.path.join(d, "accuracy_vs_epsilon.png")),
+      plots.plot_alignment_by_rank({m: r["align_ce"] for m, r in raw.items()},
+                                   os.path.join(d, "alignment_by_rank.png")),
+      plots.plot_alignment_by_rank({m: r["align_ce"] for m, r in raw.items()},
+                                   os.path.join(d, "alignment_by_rank_centered.png"),
+                                   centered=True),
+      plots.plot_alignment_by_rank({m: r["align_logit"] for m, r in raw.items()},
+                                   os.path.join(d, "alignment_by_rank_logit.png")),
+      plots.plot_alignment_vs_epsilon({m: r["align_eps_ce"] for m, r in raw.items()},
+                                      os.path.join(d, "alignment_vs_epsilon.png")),
+      plots.plot_spectra({m: r["spec"] for m, r in raw.items()},
+                         os.path.join(d, "spectra.png")),
+  ]
+  return [os.path.basename(f) for f in files]
+
+
+def _environment():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return {
+      "python": platform.python_version(),
+      "tensorflow": tf.__version__,
+      "keras": keras.__version__,
+      "keras_opnorm": keras_opnorm.__version__,
+      "cpu_count": os.cpu_count(),
+      "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+  }
+
+
+def run_comparison(cfg):
+  """Trains and evaluates every method of a validated `Config`; writes the outputs.
+
+  Returns:
+    The results dict that was written to ``results.json``.
+  """
+  wall_start = time.perf_counter()
+  flatten = cfg.model == "mlp"
+  try:
+    x_eval, y_eval, info = datasets.load_arrays(
+        cfg.dataset, split="test", max_examples=cfg.eval_examples, data_dir=cfg.data_dir,
+        seed=cfg.seed, flatten=flatten, download=cfg.download)
+  except (FileNotFoundError, ImportError) as e:
+    _fail(str(e))
+  print(f"{cfg.dataset}: {info.num_train} training / {info.num_test} test examples of shape "
+        f"{info.input_shape} in {list(info.input_range)}; evaluating on {len(y_eval)} "
+        f"(alignment, spectra: {min(cfg.align_examples, len(y_eval))}).", flush=True)
+  results, details, raw = {}, {}, {}
+  for i, method in enumerate(cfg.methods):
+    print(f"[{i + 1}/{len(cfg.methods)}] {method}: {describe(method, cfg)}", flush=True)
+    model, record = train(method, cfg, info, flatten)
+    start = time.perf_counter()
+    summary, detail, raw[method] = evaluate(model, x_eval, y_eval, cfg, info)
+    record["eval_seconds"] = time.perf_counter() - start
+    results[method] = {"label": _LABELS[method], **summary, **record}
+    details[method] = detail
+    print(f"    trained in {record['train_seconds']:.1f} s "
+          f"({record['seconds_per_epoch']:.2f} s/epoch), evaluated in "
+          f"{record['eval_seconds']:.1f} s: clean {summary['clean_accuracy']:.3f}, "
+          f"robust {summary['robust_accuracy']:.3f}", flush=True)
+  table = format_table(results, cfg)
+  claims = check_claims(results, cfg)
+  files = _plots(raw, cfg) if cfg.plots else []
+  _write_text_atomic(os.path.join(cfg.output_dir, "table.md"), table)
+  out = {
+      "config": cfg.to_dict(),
+      "dataset": info.to_dict(),
+      "eval_examples": int(len(y_eval)),
+      "align_examples": int(min(cfg.align_examples, len(y_eval))),
+      "methods": {m: {**results[m], "evaluation": details[m]} for m in results},
+      "claims": claims,
+      "plots": files,
+      "environment": _environment(),
+      "wall_seconds": time.perf_counter() - wall_start,
+  }
+  write_json_atomic(os.path.join(cfg.output_dir, "results.json"), out)
+  print("\n" + table)
+  for name, claim in claims.items():
+    print(f"claim {name}: {'holds' if claim['holds'] else 'DOES NOT HOLD'} "
+          f"({', '.join(f'{k} {v:+.3f}' for k, v in claim.items() if k != 'holds')})")
+  print(f"\nwrote {os.path.join(cfg.output_dir, 'results.json')}, table.md"
+        + (f" and {', '.join(files)}" if files else "")
+        + f" in {out['wall_seconds']:.0f} s", flush=True)
+  return out
+
+
+def main(argv):
+  if len(argv) > 1:
+    _fail(f"Unexpected arguments: {' '.join(argv[1:])}")
+  cfg = validate(config_from_flags())
+  run_comparison(cfg)
+
+
+def run():
+  """Console-script entry point (``keras-opnorm-compare``)."""
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

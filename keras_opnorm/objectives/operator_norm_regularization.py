@@ -1,0 +1,236 @@
+"""Data-dependent (p,q) operator norm regularisation (d.d. SNR for p = q = 2).
+
+Roth, Kilcher & Hofmann, "Adversarial Training is a Form of Data-dependent
+Operator Norm Regularization", NeurIPS 2020 (https://arxiv.org/abs/1906.01527):
+with ``v`` the output of ``K`` (p,q) power iterations on the input-output
+Jacobian ``J = J_f(x)`` of each example (held constant), the term::
+
+  sum of squares:  lambda/2 * ||f(x + eps v) - f(x)||_q^2
+  Jacobian:        lambda/2 * eps^2 * (u^T J v)^2,    u = s_{q*}(J v)
+
+The two agree inside a linear region of ``f`` (ReLU networks, small eps),
+where ``f(x + eps v) - f(x) = eps J v`` and ``u^T J v = ||J v||_q``; the
+paper's ``lambda~`` of the Jacobian form is ``lambda * eps^2``.
+"""
+
+import keras
+import tensorflow as tf
+
+from keras_opnorm import _checks
+from keras_opnorm import jacobian
+from keras_opnorm import norms
+from keras_opnorm.objectives import _forward
+from keras_opnorm.objectives import base
+from keras_opnorm.objectives.adversarial_training import logit_distance
+from keras_opnorm.operator_norm import operator_norm
+
+__all__ = [
+    "OperatorNormRegularization",
+    "OPERATOR_NORM_FORMS",
+    "sum_of_squares_penalty",
+    "jacobian_penalty",
+]
+
+OPERATOR_NORM_FORMS = ("sum_of_squares", "jacobian")
+
+
+def sum_of_squares_penalty(logits_perturbed, logits, *, q=2):
+  """Per-example ``1/2 * ||f(x + eps v) - f(x)||_q^2`` (Roth et al. 2020, Sec. 5).
+
+  The numerically stable form used for the paper's experiments;
+  differentiable with respect to both arguments, gradient 0 at equality.
+
+  Args:
+    logits_perturbed: ``[batch, d]`` logits at ``x + eps v``.
+    logits: ``[batch, d]`` clean logits ``f(x)``.
+    q: the output norm exponent in ``[1, inf]``. Defaults to `2`.
+
+  Returns:
+    Float32 tensor ``[batch]``.
+
+  Example:
+
+  >>> float(sum_of_squares_penalty(tf.constant([[3.0, 4.0]]), tf.zeros([1, 2]))[0])
+  12.5
+  """
+  return 0.5 * logit_distance(logits_perturbed, logits, q=q, squared=True)
+
+
+def jacobian_penalty(jv, *, q=2):
+  """Per-example ``1/2 * (u^T J v)^2`` with ``u = s_{q*}(J v)`` held constant.
+
+  ``u^T J v = ||J v||_q`` (``<s_{q*}(z), z> = ||z||_q``); the gradient with
+  respect to the weights is ``(u^T J v) * u^T d(J v)``, the power method's
+  output direction ``u`` weighting the Jacobian-vector product.
+
+  Args:
+    jv: ``[batch, d]`` Jacobian-vector products ``J v`` (differentiable).
+    q: the output norm exponent in ``[1, inf]``. Defaults to `2`.
+
+  Returns:
+    Float32 tensor ``[batch]``.
+
+  Example:
+
+  >>> float(jacobian_penalty(tf.constant([[3.0, -4.0]]))[0])
+  12.5
+  """
+  q = _checks.exponent(q, "q")
+  jv = tf.cast(jv, tf.float32)
+  u = tf.stop_gradient(norms.steepest_ascent(jv, norms.dual_exponent(q)))
+  return 0.5 * tf.square(tf.reduce_sum(u * jv, axis=-1))
+
+
+@keras.saving.register_keras_serializable(package="keras_opnorm.objectives")
+class OperatorNormRegularization(base.Objective):
+  """Data-dependent (p,q) operator norm regularisation of ``J_f(x)``.
+
+  Per batch, ``v`` (``||v||_p = 1`` per example) comes from ``num_iters``
+  (p,q) power iterations on each example's Jacobian at ``x``
+  (`keras_opnorm.operator_norm`, method ``'power'``, in inference mode unless
+  ``power_training``), under ``stop_gradient``; then::
+
+    'sum_of_squares'  l_i = 1/2 * ||f(x_i + eps v_i) - f(x_i)||_q^2
+    'jacobian'        l_i = 1/2 * eps^2 * (u_i^T J_i v_i)^2,  u_i = s_{q*}(J_i v_i)
+    loss = weight * sum_i w_i l_i / batch_size
+
+  For p = q = 2 this is data-dependent spectral norm regularisation (d.d.
+  SNR). Inside a linear region both forms equal
+  ``weight/2 * eps^2 * ||J v||_q^2``: the Jacobian form with ``weight`` and
+  ``epsilon`` is the paper's ``lambda~/2 * (u^T J v)^2`` with
+  ``lambda~ = weight * eps^2`` (pass ``epsilon=1`` to set ``lambda~``
+  directly). ``J v`` is a forward-mode product (``jvp_mode``) computed inside
+  the train step's tape, so the term is differentiable in the weights.
+
+  ``f(x)`` is the train step's clean prediction ``y_pred``. The pass at
+  ``x + eps v`` (and the Jacobian form's pass at ``x``) runs with
+  ``training=forward_training`` (default True: batch norm normalises with
+  batch statistics, consistent with ``y_pred``) without moving batch-norm
+  statistics unless ``update_batch_stats``; with ``forward_training=False``
+  the clean logits are recomputed in inference mode.
+
+  Warm start: ``v`` restarts from a random direction every step. Re-using
+  the previous epoch's ``v`` per example would need an index into the
+  dataset, which ``model.fit`` does not provide; ``warm_start=True`` is
+  therefore rejected.
+
+  Metrics: ``{name}`` (the mean power-method estimate of ``||J_f(x)||_{p,q}``
+  over the batch) and ``{name}_loss`` (``sum_i w_i l_i / batch_size``, so
+  that ``loss = weight * {name}_loss``).
+
+  Args:
+    epsilon: the radius ``eps > 0`` (a float or a variable; schedulable).
+    p: the input norm. Defaults to `2`.
+    q: the output norm. Defaults to `2`.
+    weight: ``lambda >= 0`` (a float or a variable; schedulable). Defaults to
+      `2e-2` (the paper's CIFAR-10 value with ``eps = 1.75``).
+    num_iters: power iterations per step. Defaults to `10` (the paper's).
+    form: ``'sum_of_squares'`` or ``'jacobian'``. Defaults to
+      `'sum_of_squares'`.
+    warm_start: must be False (see above). Defaults to `False`.
+    power_training: the ``training`` flag of the power iterations. Defaults
+      to `False`.
+    forward_training: the ``training`` flag of the penalty's forward pass.
+      Defaults to `True`.
+    update_batch_stats: let that pass update batch-norm moving statistics.
+      Defaults to `False`.
+    jvp_mode: ``'forward'`` or ``'double_backward'`` Jacobian-vector
+      products (power iterations and the Jacobian form). Defaults to
+      `'forward'`.
+    name: metric prefix. Defaults to `"opnorm"`.
+
+  Raises:
+    ValueError: for ``epsilon <= 0``, ``weight < 0``, ``num_iters <= 0``,
+      ``p`` or ``q`` < 1, an unknown ``form`` or ``jvp_mode``,
+      ``warm_start=True``; in ``build`` for a model that outputs
+      probabilities.
+
+  Example:
+
+  ```python
+  objective = OperatorNormRegularization(epsilon=1.75, weight=2e-2)
+  objective.build(model)
+  loss, metrics = objective(model, x, y, model(x, training=True))
+  ```
+  """
+
+  default_name = "opnorm"
+
+  def __init__(self,
+               epsilon,
+               p=2,
+               q=2,
+               weight=2e-2,
+               num_iters=10,
+               form="sum_of_squares",
+               warm_start=False,
+               power_training=False,
+               forward_training=True,
+               update_batch_stats=False,
+               jvp_mode="forward",
+               name=None):
+    super().__init__(name=name)
+    self._add_hyperparameter("epsilon", epsilon, _checks.positive_float)
+    self._add_hyperparameter("weight", weight, _checks.nonnegative_float)
+    self.p = _checks.exponent(p, "p")
+    self.q = _checks.exponent(q, "q")
+    self.num_iters = _checks.positive_int(num_iters, "num_iters")
+    if form not in OPERATOR_NORM_FORMS:
+      raise ValueError(f"`form` must be one of {OPERATOR_NORM_FORMS}. Received: form={form!r}")
+    self.form = form
+    if warm_start:
+      raise ValueError(
+          "`warm_start=True` is not supported: re-using each example's "
+          "previous v needs an index into the dataset, which model.fit does "
+          "not provide. Received: warm_start=True")
+    self.warm_start = False
+    self.power_training = bool(power_training)
+    self.forward_training = bool(forward_training)
+    self.update_batch_stats = bool(update_batch_stats)
+    if jvp_mode not in jacobian.JVP_MODES:
+      raise ValueError(f"`jvp_mode` must be one of {jacobian.JVP_MODES}. Received: "
+                       f"jvp_mode={jvp_mode!r}")
+    self.jvp_mode = jvp_mode
+
+  def call(self, model, x, y, y_pred, sample_weight=None):
+    del y
+    x = _checks.float_input(x, "x")
+    result = operator_norm(
+        model, x, self.p, self.q, num_iters=self.num_iters, method="power",
+        training=self.power_training, jvp_mode=self.jvp_mode)
+    v = tf.stop_gradient(tf.cast(result.v, x.dtype))
+    eps = self._hyperparameter("epsilon")
+    if self.form == "sum_of_squares":
+      logits_perturbed = _forward.perturbed_logits(
+          model, x + tf.cast(eps, x.dtype) * v, training=self.forward_training,
+          update_batch_stats=self.update_batch_stats)
+      logits = _forward.clean_logits(model, x, y_pred, training=self.forward_training)
+      per_example = sum_of_squares_penalty(logits_perturbed, logits, q=self.q)
+    else:
+      fn = lambda x_: _forward.perturbed_logits(  # pylint: disable=g-long-lambda
+          model, x_, training=self.forward_training,
+          update_batch_stats=self.update_batch_stats)
+      _, jv = jacobian.jvp(fn, x, v, mode=self.jvp_mode)
+      per_example = tf.square(eps) * jacobian_penalty(jv, q=self.q)
+    mean_loss = base.weighted_batch_mean(per_example, sample_weight)
+    loss = self._hyperparameter("weight") * mean_loss
+    metrics = {
+        self.name: tf.stop_gradient(tf.reduce_mean(tf.cast(result.norm, tf.float32))),
+        f"{self.name}_loss": tf.stop_gradient(mean_loss),
+    }
+    return loss, metrics
+
+  def get_config(self):
+    return {
+        **super().get_config(),
+        **self._hyper_config(),
+        "p": base.exponent_config(self.p),
+        "q": base.exponent_config(self.q),
+        "num_iters": self.num_iters,
+        "form": self.form,
+        "warm_start": self.warm_start,
+        "power_training": self.power_training,
+        "forward_training": self.forward_training,
+        "update_batch_stats": self.update_batch_stats,
+        "jvp_mode": self.jvp_mode,
+    }

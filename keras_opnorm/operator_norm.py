@@ -1,0 +1,362 @@
+"""Data-dependent (p,q) operator norms of a network's input-output Jacobian.
+
+For a network ``f: R^n -> R^d`` (input to logits) and one example ``x``,
+``J = J_f(x)`` is the ``d x n`` Jacobian and
+
+    ||J||_{p,q} = max_{||v||_p <= 1} ||J v||_q .
+
+Roth, Kilcher & Hofmann, "Adversarial Training is a Form of Data-dependent
+Operator Norm Regularization", NeurIPS 2020 (https://arxiv.org/abs/1906.01527)
+show that lp-PGD on the lq logit distance is the (p,q) power method on ``J``
+(Boyd 1974; Higham 1992)::
+
+    u_k = s_{q*}(J v_{k-1})        v_k = s_p(J^T u_k)        ||J v_k||_q
+
+which `operator_norm` runs batched (every example its own ``J``), together
+with the closed forms that exist for some pairs.
+"""
+
+import math
+from typing import NamedTuple
+
+import tensorflow as tf
+
+from keras_opnorm import _checks
+from keras_opnorm import _jacobian_matrix
+from keras_opnorm import jacobian
+from keras_opnorm import norms
+
+__all__ = ["OperatorNormResult", "operator_norm", "METHODS"]
+
+METHODS = ("auto", "power", "exact")
+_INF = float("inf")
+
+
+class OperatorNormResult(NamedTuple):
+  """The result of `operator_norm`.
+
+  Attributes:
+    norm: ``[batch]``: ``||J v||_q`` per example, the (p,q) operator norm
+      (exactly, or a lower bound: see `operator_norm`).
+    v: shaped like ``x``: the maximising input direction, ``||v||_p = 1``
+      per example. Held constant (``stop_gradient``).
+    u: ``[batch, d]``: the output direction ``s_{q*}(J v)`` (0 where
+      ``J v = 0``). Held constant.
+    exact: Python bool, ``True`` when a closed form gave ``norm``.
+  """
+  norm: tf.Tensor
+  v: tf.Tensor
+  u: tf.Tensor
+  exact: bool
+
+
+def closed_form(p, q):
+  """Names the closed form of ``||J||_{p,q}``, or ``None`` if there is none.
+
+  * ``'svd'``: ``(2, 2)``, the largest singular value of ``J``.
+  * ``'cols'``: ``(1, q)``, the largest column lq norm ``max_j ||J e_j||_q``
+    (the l1 ball is the convex hull of the ``+-e_j``).
+  * ``'rows'``: ``(p, inf)``, the largest row lp* norm
+    ``max_i ||J^T e_i||_{p*}`` (by duality, row by row).
+
+  Args:
+    p: input exponent in ``[1, inf]``.
+    q: output exponent in ``[1, inf]``.
+
+  Returns:
+    ``'svd'``, ``'cols'``, ``'rows'`` or ``None``.
+  """
+  p = norms.validate_exponent(p, "p")
+  q = norms.validate_exponent(q, "q")
+  if p == 1.0:
+    return "cols"
+  if math.isinf(q):
+    return "rows"
+  if p == 2.0 and q == 2.0:
+    return "svd"
+  return None
+
+
+def _unit_basis_vector(x):
+  """``e_0`` shaped like ``x``: a unit vector in every lp norm."""
+  n = _jacobian_matrix.num_features(x)
+  e = tf.one_hot(tf.zeros([tf.shape(x)[0]], tf.int32), n, dtype=x.dtype)
+  return tf.reshape(e, tf.shape(x))
+
+
+def _exact(fn, x, p, q, d, n, form, jvp_mode):
+  """``(norm, v, u)`` from the closed form ``form`` on the exact Jacobian."""
+  jac = _jacobian_matrix.full_jacobian(fn, x, d, n, mode=jvp_mode)  # [b, d, n]
+  jac_const = tf.stop_gradient(jac)
+  batch = tf.shape(x)[0]
+  if form == "svd":
+    _, _, right = _jacobian_matrix.thin_svd(jac_const)
+    v = right[:, :, 0]
+  elif form == "cols":
+    cols = _per_column_norms(jac_const, q)  # [b, n]
+    v = tf.one_hot(tf.argmax(cols, axis=1), n, dtype=jac.dtype)
+  else:  # 'rows'
+    rows = _per_row_norms(jac_const, norms.dual_exponent(p))  # [b, d]
+    best = tf.gather(jac_const, tf.argmax(rows, axis=1), axis=1, batch_dims=1)
+    v = norms.steepest_ascent(best, p)  # [b, n]
+  v = tf.reshape(tf.cast(v, x.dtype), tf.shape(x))
+  # J = 0 leaves s_p(0) = 0: fall back to e_0, still a unit vector.
+  dead = norms.lp_norm(v, _INF) <= 0
+  v = tf.where(_jacobian_matrix.per_example(dead, v), _unit_basis_vector(x), v)
+  v = tf.stop_gradient(v)
+  # ||J v||_q with v held constant: differentiable in x (and the weights)
+  # through J, with the gradient of the max (envelope theorem).
+  jv = tf.linalg.matvec(jac, tf.reshape(tf.cast(v, jac.dtype), [batch, n]))
+  return jv, v
+
+
+def _per_column_norms(jac, q):
+  """``[b, n]``: ``||J e_j||_q`` for every column ``j``."""
+  cols = tf.transpose(jac, [0, 2, 1])  # [b, n, d]
+  flat = tf.reshape(cols, [-1, tf.shape(cols)[2]])
+  return tf.reshape(norms.lp_norm(flat, q), tf.shape(cols)[:2])
+
+
+def _per_row_norms(jac, ps):
+  """``[b, d]``: ``||J^T e_i||_{p*}`` for every row ``i``."""
+  flat = tf.reshape(jac, [-1, tf.shape(jac)[2]])
+  return tf.reshape(norms.lp_norm(flat, ps), tf.shape(jac)[:2])
+
+
+def _initial_directions(x, v0, p, num_restarts, seed):
+  """``[num_restarts * batch, ...]`` unit lp starts: ``v0`` (if any) then random."""
+  shape = tf.shape(x)
+  starts = []
+  if v0 is not None:
+    v = norms.normalize(v0, p)
+    # A zero row of v0 has no direction: start it at random instead.
+    zero = norms.lp_norm(v0, _INF) <= 0
+    rnd = norms.random_direction(shape, p, dtype=x.dtype, seed=seed)
+    starts.append(tf.where(_jacobian_matrix.per_example(zero, v), rnd, v))
+  while len(starts) < num_restarts:
+    starts.append(norms.random_direction(shape, p, dtype=x.dtype, seed=seed))
+  return tf.concat(starts, axis=0) if len(starts) > 1 else starts[0]
+
+
+def power_method(fn, x, v, p, q, *, num_iters, tol=None, jvp_mode="forward"):
+  """Runs ``num_iters`` (p,q) power iterations from unit directions ``v``.
+
+  ``u_k = s_{q*}(J v_{k-1})``, ``v_k = s_p(J^T u_k)``; each iteration is one
+  forward pass (carrying the tangent ``J v``) and one backward pass, inside
+  one ``tf.while_loop``. Where ``J^T u_k = 0`` (dead ReLUs, a constant
+  model) the example keeps its previous ``v``. With ``tol``, stops early
+  once no example's ``||J v_{k-1}||_q`` changes by more than ``tol``
+  relatively between two iterations.
+
+  Args:
+    fn: ``x -> logits [batch, d]``.
+    x: float tensor ``[batch, ...]``.
+    v: tensor shaped like ``x`` with ``||v||_p = 1`` per example.
+    p: input exponent.
+    q: output exponent.
+    num_iters: maximum number of iterations.
+    tol: relative tolerance for early stopping, or ``None``. Defaults to `None`.
+    jvp_mode: ``'forward'`` or ``'double_backward'``. Defaults to `'forward'`.
+
+  Returns:
+    ``v_K`` shaped like ``x`` (held constant).
+  """
+  qs = norms.dual_exponent(q)
+  u_of_jv = lambda jv: norms.steepest_ascent(jv, qs)
+
+  def step(v):
+    jv, _, g = _jacobian_matrix.jvp_and_vjp(fn, x, v, u_of_jv, jvp_mode)
+    alive = norms.lp_norm(g, _INF) > 0
+    v_new = tf.where(_jacobian_matrix.per_example(alive, v),
+                     norms.steepest_ascent(g, p), v)
+    return tf.stop_gradient(v_new), jv
+
+  batch = tf.shape(x)[0]
+  if tol is None:
+    def body(i, v):
+      return i + 1, step(v)[0]
+    _, v = tf.while_loop(lambda i, _: i < num_iters, body, (tf.constant(0), v),
+                         maximum_iterations=num_iters)
+    return v
+
+  def body_tol(i, v, prev, change):
+    v, jv = step(v)
+    norm = tf.cast(norms.lp_norm(tf.stop_gradient(jv), q), tf.float32)
+    rel = tf.abs(norm - prev) / tf.maximum(norm, 1e-30)
+    return i + 1, v, norm, tf.reduce_max(rel)
+
+  # The first comparison is against -1: never converged after one iteration.
+  prev0 = -tf.ones([batch])
+  _, v, _, _ = tf.while_loop(
+      lambda i, v, prev, change: tf.logical_and(i < num_iters, change > tol),
+      body_tol, (tf.constant(0), v, prev0, tf.constant(_INF)),
+      maximum_iterations=num_iters)
+  return v
+
+
+def operator_norm(f, x, p=2, q=2, *, num_iters=20, num_restarts=1, method="auto",
+                  v0=None, training=False, jvp_mode="forward", tol=None,
+                  exact_max_dim=256, seed=None):
+  """The (p,q) operator norm ``||J_f(x)||_{p,q}`` of the Jacobian, per example.
+
+  ``||J||_{p,q} = max_{||v||_p <= 1} ||J v||_q`` (Roth, Kilcher & Hofmann,
+  NeurIPS 2020, https://arxiv.org/abs/1906.01527), computed one of two ways:
+
+  * **Closed forms** (``exact=True``), on the exact Jacobian built from
+    ``min(d, n)`` batched products (``d`` reverse-mode rows ``J^T e_i`` or
+    ``n`` forward-mode columns ``J e_j``, where ``d`` is the number of
+    logits and ``n`` the input size):
+
+    - ``(2, 2)``: the largest singular value of ``J`` (QR + SVD), ``v`` the
+      top right singular vector;
+    - ``(1, q)``: ``max_j ||J e_j||_q``, the largest column lq norm, ``v = e_j``;
+    - ``(p, inf)``: ``max_i ||J^T e_i||_{p*}``, the largest row lp* norm,
+      ``v = s_p(J^T e_i)``.
+
+    ``method='auto'`` takes them when ``min(d, n) <= exact_max_dim`` (for a
+    classifier ``d`` is the number of classes, so always in practice: ten
+    backward passes of the batch are cheaper than twenty power iterations).
+  * **The (p,q) power method** (``exact=False``)::
+
+      u_k = s_{q*}(J v_{k-1}),   v_k = s_p(J^T u_k),   norm = ||J v_K||_q
+
+    with ``J v`` by forward-mode (``jvp_mode='forward'``) or double-backward
+    products and ``J^T u`` by ``GradientTape``: ``num_iters`` iterations of
+    one forward pass (with tangents) and one backward pass each, plus one
+    forward pass for the final ``J v_K``; ``num_restarts`` starts run
+    side by side as one stacked batch and the best is kept per example.
+    The result is always a **lower bound** (``norm = ||J v||_q`` at a
+    feasible ``v``). For ``(2, 2)`` it converges to the top singular value
+    at the rate ``(sigma_2 / sigma_1)^(2K)`` (slow when the top two are
+    close: use the exact path). ``(1, q)`` above ``exact_max_dim`` uses it
+    too: then it is a lower bound, not the column maximum. For the NP-hard
+    pairs (``(inf, 1)``, ``(inf, 2)``, ``p -> p`` with ``p != 1, 2``; Rohn
+    2000, Hendrickx & Olshevsky 2010) and every other pair without a closed
+    form it is only a local maximum: raise ``num_restarts`` to tighten the
+    bound.
+
+  Where ``J = 0`` (a constant model, all-dead ReLUs) the norm is 0, ``u`` is
+  0 and ``v`` is a finite unit vector (the start, or ``e_0``): never NaN.
+  ``norm`` is differentiable in ``x`` and the weights with ``v`` held
+  constant (the gradient of the maximum, by the envelope theorem); ``v`` and
+  ``u`` are constants. Runs inside ``tf.function``, with or without
+  ``jit_compile=True``, without retracing for a fixed input signature.
+  ``f`` is called several times; for a Keras model with ``training=True``
+  every call updates batch-norm statistics.
+
+  Args:
+    f: a Keras model (called with ``training=training``) or a callable from
+      a batch ``[batch, ...]`` to logits ``[batch, d]``.
+    x: the inputs ``[batch, ...]`` of any rank (static non-batch shape);
+      float16/bfloat16 inputs are computed in float32.
+    p: input exponent in ``[1, inf]`` (non-integers allowed). Defaults to `2`.
+    q: output exponent in ``[1, inf]``. Defaults to `2`.
+    num_iters: power iterations ``K``. Defaults to `20`.
+    num_restarts: power-method starts (the first is ``v0`` if given, the
+      others random); the best is kept per example. Defaults to `1`.
+    method: ``'auto'`` (closed form when one exists and
+      ``min(d, n) <= exact_max_dim``, else the power method), ``'exact'``
+      (closed form or ``ValueError``) or ``'power'``. Defaults to `'auto'`.
+    v0: optional start shaped like ``x`` (e.g. the previous step's ``v``),
+      normalised to unit lp norm; zero rows start at random. Defaults to
+      `None` (random).
+    training: the ``training`` flag for Keras models. Defaults to `False`.
+    jvp_mode: ``'forward'`` (ForwardAccumulator) or ``'double_backward'``.
+      Defaults to `'forward'`.
+    tol: optional relative tolerance on the norm for stopping the power
+      method early. Defaults to `None` (exactly ``num_iters`` iterations).
+    exact_max_dim: largest ``min(d, n)`` for which ``'auto'`` builds the
+      exact Jacobian. Defaults to `256`.
+    seed: optional op seed of the random starts. Defaults to `None`.
+
+  Returns:
+    An `OperatorNormResult` ``(norm [batch], v like x, u [batch, d], exact)``.
+
+  Raises:
+    ValueError: ``p`` or ``q`` < 1, non-positive ``num_iters`` /
+      ``num_restarts`` / ``tol`` / ``exact_max_dim``, an unknown ``method``
+      or ``jvp_mode``, ``method='exact'`` without a tractable closed form,
+      ``x`` of rank < 2 or with a dynamic feature shape, ``v0`` not shaped
+      like ``x``, ``f`` not returning ``[batch, d]`` or not differentiable.
+    TypeError: non-numeric exponents or counts, an integer ``x``, a
+      non-callable ``f``.
+
+  Example:
+
+  >>> w = tf.constant([[3.0, 0.0], [0.0, -4.0]])
+  >>> f = lambda x: tf.matmul(x, w)
+  >>> x = tf.zeros([1, 2])
+  >>> float(operator_norm(f, x).norm[0])  # sigma_max(W)
+  4.0
+  >>> float(operator_norm(f, x, p=1, q=1).norm[0])  # max column l1 norm
+  4.0
+  >>> float(operator_norm(f, x, p='inf', q='inf').norm[0])  # max row l1 norm
+  4.0
+  """
+  p = _checks.exponent(p, "p")
+  q = _checks.exponent(q, "q")
+  num_iters = _checks.positive_int(num_iters, "num_iters")
+  num_restarts = _checks.positive_int(num_restarts, "num_restarts")
+  exact_max_dim = _checks.positive_int(exact_max_dim, "exact_max_dim")
+  if not isinstance(method, str) or method not in METHODS:
+    raise ValueError(f"`method` must be one of {METHODS}. Received: method={method!r}")
+  if not isinstance(jvp_mode, str) or jvp_mode not in jacobian.JVP_MODES:
+    raise ValueError(
+        f"`jvp_mode` must be one of {jacobian.JVP_MODES}. Received: jvp_mode={jvp_mode!r}")
+  if tol is not None:
+    tol = _checks.positive_float(tol, "tol")
+  x = _checks.float_input(x, "x")
+  n = _jacobian_matrix.num_features(x)
+  if v0 is not None:
+    v0 = check_start(v0, x)
+  fn = jacobian.as_logits_fn(f, training)
+  qs = norms.dual_exponent(q)
+
+  form = closed_form(p, q)
+  if method == "exact" and form is None:
+    raise ValueError(
+        f"`method='exact'` needs a closed form, which exists for (2, 2), "
+        f"(1, q) and (p, inf) only; ({p}, {q}) is not one of them (use "
+        f"method='power' or 'auto'). Received: p={p}, q={q}")
+  use_exact = False
+  if form is not None and method != "power":
+    d = _jacobian_matrix.num_logits(fn, x)
+    use_exact = min(d, n) <= exact_max_dim
+    if method == "exact" and not use_exact:
+      raise ValueError(
+          f"`method='exact'` builds the Jacobian from min(d, n) products, but "
+          f"min(d, n) = min({d}, {n}) exceeds `exact_max_dim`. Raise "
+          f"exact_max_dim or use method='power'. Received: "
+          f"exact_max_dim={exact_max_dim}")
+
+  if use_exact:
+    jv, v = _exact(fn, x, p, q, d, n, form, jvp_mode)
+  else:
+    starts = _initial_directions(x, v0, p, num_restarts, seed)
+    x_rep = x if num_restarts == 1 else tf.tile(x, [num_restarts] + [1] * (x.shape.rank - 1))
+    v = power_method(fn, x_rep, starts, p, q, num_iters=num_iters, tol=tol,
+                     jvp_mode=jvp_mode)
+    _, jv = jacobian.jvp(fn, x_rep, v, mode=jvp_mode)
+    if num_restarts > 1:
+      batch = tf.shape(x)[0]
+      all_norms = tf.reshape(tf.stop_gradient(norms.lp_norm(jv, q)), [num_restarts, batch])
+      best = tf.argmax(all_norms, axis=0, output_type=tf.int32)  # [batch]
+      pick = best * batch + tf.range(batch)
+      jv = tf.gather(jv, pick)
+      v = tf.gather(v, pick)
+  norm = _jacobian_matrix.safe_norm(jv, q)
+  u = tf.stop_gradient(norms.steepest_ascent(tf.stop_gradient(jv), qs))
+  return OperatorNormResult(norm=norm, v=v, u=u, exact=use_exact)
+
+
+def check_start(v0, x, name="v0"):
+  """Converts ``v0`` to ``x``'s dtype and checks that it is shaped like ``x``."""
+  v0 = tf.convert_to_tensor(v0)
+  if not v0.dtype.is_floating:
+    raise TypeError(f"`{name}` must be a floating-point tensor. Received: {name} "
+                    f"with dtype={v0.dtype.name}")
+  v0 = tf.cast(v0, x.dtype)
+  if not v0.shape.is_compatible_with(x.shape):
+    raise ValueError(f"`{name}` must have the shape of `x`, {x.shape}. Received: "
+                     f"{name} with shape={v0.shape}")
+  return v0
