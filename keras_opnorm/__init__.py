@@ -17,6 +17,12 @@ from keras_opnorm.jacobian import jvp
 from keras_opnorm.jacobian import vjp
 
 # [operator_norm] exports (operator_norm, singular_values, result types).
+# The functions shadow their modules' names on the package: import the
+# modules' other names with `from keras_opnorm.operator_norm import ...`.
+from keras_opnorm.operator_norm import OperatorNormResult
+from keras_opnorm.operator_norm import operator_norm
+from keras_opnorm.singular_values import SingularValuesResult
+from keras_opnorm.singular_values import singular_values
 # [/operator_norm]
 
 # [attacks] exports (pgd_attack, attack losses).

@@ -188,3 +188,22 @@ def num_logits(fn, x):
         "`f` must return logits with a static number of classes d ([batch, d]). "
         "Received: f(x) with unknown d")
   return int(d)
+
+
+def top_right_singular_vector(jac):
+  """Per-example top right singular vector ``[batch, n]`` of ``jac [batch, d, n]``.
+
+  From the eigenvector ``a`` of the largest eigenvalue of the small Gram
+  matrix: ``J J^T a = sigma_1^2 a`` gives ``r_1 = J^T a / ||J^T a||`` when
+  ``d <= n``; else ``r_1`` is the top eigenvector of ``J^T J``. ``sigma_1^2``
+  is the largest eigenvalue, so its relative accuracy is the float
+  precision (only the small singular values lose accuracy in a Gram matrix,
+  which is why `thin_svd` avoids it), and a batched ``min(d, n)``-square
+  ``eigh`` is several times cheaper than an SVD. ``0`` where ``J = 0``.
+  """
+  d, n = jac.shape[-2], jac.shape[-1]
+  if d <= n:
+    _, a = tf.linalg.eigh(tf.linalg.matmul(jac, jac, transpose_b=True))
+    return norms.normalize(tf.linalg.matvec(jac, a[:, :, -1], transpose_a=True), 2.0)
+  _, b = tf.linalg.eigh(tf.linalg.matmul(jac, jac, transpose_a=True))
+  return b[:, :, -1]

@@ -5,10 +5,11 @@ gradient ascent on an attack loss (Madry et al., "Towards Deep Learning Models
 Resistant to Adversarial Attacks", ICLR 2018, https://arxiv.org/abs/1706.06083)::
 
   x_0 = x + delta_0                                    (random, given or 0)
-  x_k = clip( x + Proj_{B_p(0, eps)}( x_{k-1} - x + alpha * s_p(grad l(x_{k-1})) ) )
+  x_k = clip( x + Proj_{B_p(0, eps)}( x_{k-1} - x + alpha * d_p(grad l(x_{k-1})) ) )
 
-with the steepest-ascent map ``s_p`` and the exact Euclidean projections of
-`keras_opnorm.norms`. With the lq logit distance
+with a unit-lp step direction ``d_p`` (the steepest ascent ``s_p`` for
+p in {2, inf}, a sparse ``s_1`` for p = 1, ``g / ||g||_p`` otherwise) and the
+exact Euclidean projections of `keras_opnorm.norms`. With the lq logit distance
 ``l(x*) = ||f(x*) - f(x)||_q`` and ``alpha -> inf`` one step is one iteration
 of the (p,q) power method on the Jacobian ``J_f(x)`` (Roth, Kilcher & Hofmann,
 "Adversarial Training is a Form of Data-dependent Operator Norm
@@ -42,6 +43,9 @@ __all__ = [
 ]
 
 ATTACK_LOSSES = ("crossentropy", "logit", "kl")
+
+# Relative radius of the start next to x for losses with a minimum at x* = x.
+_STATIONARY_START = 0.01
 
 # Measured default of the sparse l1 step; see `pgd_attack` ("The l1 step").
 _DEFAULT_L1_SPARSITY = 0.95
@@ -410,10 +414,12 @@ def pgd_attack(f,
   exactly on ``x + eps * s_p(g)``: the power method's update. For p in
   {1, 2, inf} both choices have these properties, and ``s_p`` is kept.
 
-  Zero gradients: an example whose loss gradient is exactly 0 (the ``'logit'``
-  and ``'kl'`` losses at ``x* = x`` are at a minimum; a saturated softmax)
-  steps along a random unit lp direction instead (drawn once per call), as
-  the power method starts from a random ``v0``; the attack never stalls.
+  Start without ``random_start``: the ``'logit'`` and ``'kl'`` losses have a
+  minimum, with gradient exactly 0, at ``x* = x``, where PGD would stall. For
+  these two losses the attack then starts at ``x + 0.01 * eps * r`` with a
+  random unit lp direction ``r`` (TRADES starts at ``x + 0.001 N(0, I)``):
+  the first step is the power method's first iteration from ``v0 = r``. The
+  other losses start at ``x``. Pass ``delta0`` for a deterministic start.
 
   Run it inside ``tf.function`` (optionally ``jit_compile=True``) for speed:
   the loop is a ``tf.while_loop`` with one forward and one backward pass per
@@ -547,7 +553,7 @@ def pgd_attack(f,
       g = tf.where(stuck, tf.zeros_like(g), g)
     return _sparse_l1_direction(g, l1_sparsity)
 
-  def step(x_adv, fallback):
+  def step(x_adv):
     with tf.GradientTape(watch_accessed_variables=False) as tape:
       tape.watch(x_adv)
       logits_adv = fn(x_adv)
@@ -561,19 +567,14 @@ def pgd_attack(f,
           "argmax, integer cast or a non-TensorFlow computation in f?). Received: "
           f"f={f!r}")
     s = direction(g, x_adv)
-    moving = tf.reduce_max(tf.abs(s), axis=list(range(1, s.shape.rank)), keepdims=True) > 0
-    s = tf.where(moving, s, fallback)
     delta = norms.project_lp_ball(x_adv + alpha_b * s - x, eps, p)
     return box(x + delta)
 
   def attack_once(delta_init):
-    fallback = norms.random_direction(tf.shape(x), p, dtype=x.dtype)
-    if math.isinf(p):
-      fallback = tf.sign(fallback)
     x_start = box(x + delta_init)
     _, x_adv = tf.while_loop(
         lambda i, _: i < num_steps,
-        lambda i, x_adv: (i + 1, step(x_adv, fallback)),
+        lambda i, x_adv: (i + 1, step(x_adv)),
         (tf.constant(0), x_start),
         maximum_iterations=num_steps)
     return x_adv
@@ -583,6 +584,11 @@ def pgd_attack(f,
       return norms.project_lp_ball(delta0, eps, p)
     if random_start:
       return norms.random_lp_ball(tf.shape(x), eps, p, dtype=x.dtype)
+    if loss_name in ("logit", "kl"):
+      # x is a minimum of these losses (gradient 0): start next to it.
+      r = norms.random_direction(tf.shape(x), p, dtype=x.dtype)
+      r = tf.sign(r) if math.isinf(p) else r
+      return _STATIONARY_START * eps_b * r
     return tf.zeros_like(x)
 
   if num_restarts == 1:

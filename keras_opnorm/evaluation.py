@@ -387,14 +387,26 @@ def _labels(y, name="y"):
   return tf.cast(y, tf.int32)
 
 
+def _pad(t, size):
+  """Pads a batch to ``size`` rows with copies of its last row."""
+  if t is None or t.shape[0] >= size:
+    return t
+  return tf.concat([t, tf.repeat(t[-1:], size - t.shape[0], axis=0)], axis=0)
+
+
 def _batches(x, y, batch_size, need_y):
-  """Yields ``(x_batch, y_batch or None)`` from arrays or a batched Dataset."""
+  """Yields ``(x_batch, y_batch or None, count)`` from arrays or a batched Dataset.
+
+  Every batch has the same number of rows (a short last batch is padded with
+  copies of its last example; only its first ``count`` rows are real), so the
+  compiled kernels see one static shape: one trace, one XLA compilation.
+  """
   if isinstance(x, tf.data.Dataset):
     if y is not None:
       raise ValueError(
           "`y` must be None when `x` is a tf.data.Dataset: the dataset yields "
           f"(x, y) batches. Received: y of type {type(y).__name__}")
-    count = 0
+    size = None
     for element in x:
       if isinstance(element, (tuple, list)):
         xb = element[0]
@@ -406,9 +418,12 @@ def _batches(x, y, batch_size, need_y):
         raise ValueError(
             "Labels are needed: the tf.data.Dataset passed as `x` must yield "
             "(x, y) batches. Received: a dataset yielding x only")
-      count += 1
-      yield xb, (None if yb is None else _labels(yb))
-    if count == 0:
+      yb = None if yb is None else _labels(yb)
+      count = int(xb.shape[0])
+      size = size or count
+      if count:
+        yield _pad(xb, size), _pad(yb, size), count
+    if size is None:
       raise ValueError("`x` must contain at least one example. Received: an empty dataset")
     return
   x = _checks.float_input(x, "x")
@@ -417,15 +432,19 @@ def _batches(x, y, batch_size, need_y):
     raise ValueError(f"`x` must contain at least one example. Received: x with shape={x.shape}")
   if y is None:
     if need_y:
-      raise ValueError("`y` is required (integer or one-hot labels) when `x` is an array. Received: y=None")
+      raise ValueError(
+          "`y` is required (integer or one-hot labels) when `x` is an array. Received: y=None")
   else:
     y = _labels(y)
     if y.shape[0] != n:
       raise ValueError(
           f"`x` and `y` must hold the same number of examples. Received: "
           f"x with shape={x.shape}, y with shape={y.shape}")
-  for start in range(0, n, batch_size):
-    yield x[start:start + batch_size], (None if y is None else y[start:start + batch_size])
+  size = min(batch_size, n)
+  for start in range(0, n, size):
+    xb = x[start:start + size]
+    yb = None if y is None else y[start:start + size]
+    yield _pad(xb, size), _pad(yb, size), int(xb.shape[0])
 
 
 def _epsilons(epsilons, allow_zero=True, name="epsilons"):
@@ -481,16 +500,16 @@ class _RobustKernel:
         correct = tf.logical_and(correct, tf.equal(predict(x_adv), y))
       return correct
 
-    self.predict = tf.function(predict, jit_compile=jit_compile, reduce_retracing=True)
-    self.robust = tf.function(robust, jit_compile=jit_compile, reduce_retracing=True)
+    self.predict = tf.function(predict, jit_compile=jit_compile)
+    self.robust = tf.function(robust, jit_compile=jit_compile)
 
   def run(self, x, y, epsilons, batch_size):
     """Per-example correctness: (clean [n], robust [n_eps, n]) numpy bools."""
     eps_tensors = [tf.constant(e, tf.float32) for e in epsilons]
     clean, robust = [], []
-    for xb, yb in _batches(x, y, batch_size, need_y=True):
-      clean_b = self.predict(xb).numpy() == yb.numpy()
-      per_eps = [clean_b if e == 0.0 else self.robust(xb, yb, et).numpy()
+    for xb, yb, count in _batches(x, y, batch_size, need_y=True):
+      clean_b = (self.predict(xb).numpy() == yb.numpy())[:count]
+      per_eps = [clean_b if e == 0.0 else self.robust(xb, yb, et).numpy()[:count]
                  for e, et in zip(epsilons, eps_tensors)]
       clean.append(clean_b)
       robust.append(np.stack(per_eps, axis=0))
@@ -508,12 +527,13 @@ class _OperatorNormKernel:
     def norm(x):
       return operator_norm(fn, x, p, q, **kwargs).norm
 
-    self.norm = tf.function(norm, jit_compile=jit_compile, reduce_retracing=True)
+    self.norm = tf.function(norm, jit_compile=jit_compile)
 
   def run(self, x, batch_size):
     """Per-example norms ``[n]`` (numpy)."""
     return np.concatenate(
-        [self.norm(xb).numpy() for xb, _ in _batches(x, None, batch_size, need_y=False)])
+        [self.norm(xb).numpy()[:count]
+         for xb, _, count in _batches(x, None, batch_size, need_y=False)])
 
 
 def _singular_fn(model, *, k, num_iters, centered, training, jit_compile):
@@ -525,7 +545,7 @@ def _singular_fn(model, *, k, num_iters, centered, training, jit_compile):
     result = singular_values(fn, x, k=k, **kwargs)
     return result.values, result.vectors, result.left
 
-  return tf.function(svd, jit_compile=jit_compile, reduce_retracing=True)
+  return tf.function(svd, jit_compile=jit_compile)
 
 
 class _AlignmentKernel:
@@ -547,7 +567,7 @@ class _AlignmentKernel:
       return tf.cast(x_adv, tf.float32) - tf.cast(x, tf.float32)
 
     self.perturbation = tf.function(
-        perturbation, jit_compile=jit_compile, reduce_retracing=True)
+        perturbation, jit_compile=jit_compile)
     common = dict(k=k, num_iters=num_iters, training=training, jit_compile=jit_compile)
     self.svd = _singular_fn(model, centered=False, **common)
     self.svd_centered = _singular_fn(model, centered=True, **common) if centered else None
@@ -559,19 +579,21 @@ class _AlignmentKernel:
     centered = self.svd_centered is not None
     out = {"cos": [], "cos_c": [], "rand": [], "sv": [], "sv_c": [], "shift": []}
     dim = None
-    for xb, yb in _batches(x, y, batch_size, need_y=False):
+    for xb, yb, count in _batches(x, y, batch_size, need_y=False):
       dim = int(np.prod(xb.shape[1:]))
       values, vectors, left = self.svd(xb)
-      out["sv"].append(values.numpy())
-      out["shift"].append(_logit_shift(left).numpy())
-      r = tf.constant(rng.standard_normal(xb.shape), tf.float32)
+      vectors = vectors[:count]
+      out["sv"].append(values.numpy()[:count])
+      out["shift"].append(_logit_shift(left[:count]).numpy())
+      r = tf.constant(rng.standard_normal((count,) + tuple(xb.shape[1:])), tf.float32)
       out["rand"].append(_abs_cosines(r, vectors).numpy())
       if centered:
         values_c, vectors_c, _ = self.svd_centered(xb)
-        out["sv_c"].append(values_c.numpy())
+        vectors_c = vectors_c[:count]
+        out["sv_c"].append(values_c.numpy()[:count])
       cos_e, cos_c_e = [], []
       for et in eps_tensors:
-        delta = self.perturbation(xb, yb, et)
+        delta = self.perturbation(xb, yb, et)[:count]
         cos_e.append(_abs_cosines(delta, vectors).numpy())
         if centered:
           cos_c_e.append(_abs_cosines(delta, vectors_c).numpy())
@@ -745,7 +767,8 @@ def spectrum(model, x, *, k=10, num_iters=None, centered=False, batch_size=256,
       model, k=k, num_iters=num_iters, centered=centered, training=training,
       jit_compile=jit_compile)
   values = np.concatenate(
-      [svd(xb)[0].numpy() for xb, _ in _batches(x, None, batch_size, need_y=False)])
+      [svd(xb)[0].numpy()[:count]
+       for xb, _, count in _batches(x, None, batch_size, need_y=False)])
   return SpectrumResult(
       k=k, num_examples=int(values.shape[0]),
       mean=[float(v) for v in values.mean(axis=0)],

@@ -85,13 +85,12 @@ def _unit_basis_vector(x):
 
 
 def _exact(fn, x, p, q, d, n, form, jvp_mode):
-  """``(norm, v, u)`` from the closed form ``form`` on the exact Jacobian."""
+  """``(J v, v)`` at the maximiser ``v`` of the closed form ``form``."""
   jac = _jacobian_matrix.full_jacobian(fn, x, d, n, mode=jvp_mode)  # [b, d, n]
   jac_const = tf.stop_gradient(jac)
   batch = tf.shape(x)[0]
   if form == "svd":
-    _, _, right = _jacobian_matrix.thin_svd(jac_const)
-    v = right[:, :, 0]
+    v = _jacobian_matrix.top_right_singular_vector(jac_const)
   elif form == "cols":
     cols = _per_column_norms(jac_const, q)  # [b, n]
     v = tf.one_hot(tf.argmax(cols, axis=1), n, dtype=jac.dtype)
@@ -125,19 +124,18 @@ def _per_row_norms(jac, ps):
 
 def _initial_directions(x, v0, p, num_restarts, seed):
   """``[num_restarts * batch, ...]`` unit lp starts: ``v0`` (if any) then random."""
-  shape = tf.shape(x)
-  starts = []
-  if v0 is not None:
-    v = norms.normalize(v0, p)
-    # A zero row of v0 has no direction: start it at random instead.
-    zero = norms.lp_norm(v0, _INF) <= 0
-    rnd = norms.random_direction(shape, p, dtype=x.dtype, seed=seed)
-    starts.append(tf.where(_jacobian_matrix.per_example(zero, v), rnd, v))
-  while len(starts) < num_restarts:
-    starts.append(norms.random_direction(shape, p, dtype=x.dtype, seed=seed))
-  return tf.concat(starts, axis=0) if len(starts) > 1 else starts[0]
+  batch = tf.shape(x)[0]
+  shape = [num_restarts * batch] + x.shape[1:].as_list()  # Static features.
+  starts = norms.random_direction(shape, p, dtype=x.dtype, seed=seed)  # One draw.
+  if v0 is None:
+    return starts
+  # A zero row of v0 has no direction: that example starts at random.
+  zero = _jacobian_matrix.per_example(norms.lp_norm(v0, _INF) <= 0, v0)
+  first = tf.where(zero, starts[:batch], norms.normalize(v0, p))
+  return tf.concat([first, starts[batch:]], axis=0)
 
 
+@tf.autograph.experimental.do_not_convert
 def power_method(fn, x, v, p, q, *, num_iters, tol=None, jvp_mode="forward"):
   """Runs ``num_iters`` (p,q) power iterations from unit directions ``v``.
 
@@ -207,8 +205,9 @@ def operator_norm(f, x, p=2, q=2, *, num_iters=20, num_restarts=1, method="auto"
     ``n`` forward-mode columns ``J e_j``, where ``d`` is the number of
     logits and ``n`` the input size):
 
-    - ``(2, 2)``: the largest singular value of ``J`` (QR + SVD), ``v`` the
-      top right singular vector;
+    - ``(2, 2)``: the largest singular value of ``J``, ``v`` the top right
+      singular vector (top eigenpair of the ``min(d, n)``-square Gram
+      matrix: accurate to float precision for ``sigma_1``);
     - ``(1, q)``: ``max_j ||J e_j||_q``, the largest column lq norm, ``v = e_j``;
     - ``(p, inf)``: ``max_i ||J^T e_i||_{p*}``, the largest row lp* norm,
       ``v = s_p(J^T e_i)``.
@@ -293,6 +292,18 @@ def operator_norm(f, x, p=2, q=2, *, num_iters=20, num_restarts=1, method="auto"
   >>> float(operator_norm(f, x, p='inf', q='inf').norm[0])  # max row l1 norm
   4.0
   """
+  return _operator_norm(
+      f, x, p, q, num_iters=num_iters, num_restarts=num_restarts, method=method,
+      v0=v0, training=training, jvp_mode=jvp_mode, tol=tol,
+      exact_max_dim=exact_max_dim, seed=seed)
+
+
+# Not converted by AutoGraph (it has no Python control flow on tensors): the
+# conversion of this module would otherwise cost seconds at the first trace.
+@tf.autograph.experimental.do_not_convert
+def _operator_norm(f, x, p, q, *, num_iters, num_restarts, method, v0, training,
+                   jvp_mode, tol, exact_max_dim, seed):
+  """`operator_norm` without AutoGraph."""
   p = _checks.exponent(p, "p")
   q = _checks.exponent(q, "q")
   num_iters = _checks.positive_int(num_iters, "num_iters")

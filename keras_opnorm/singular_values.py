@@ -57,6 +57,7 @@ def _unstack_copies(t, m):
   return tf.transpose(tf.reshape(t, [m, -1, t.shape[-1]]), [1, 2, 0])
 
 
+@tf.autograph.experimental.do_not_convert
 def subspace_iteration(fn, x, basis, *, num_iters, jvp_mode="forward"):
   """Block power (subspace) iteration on ``J^T J``, then Rayleigh-Ritz.
 
@@ -148,13 +149,24 @@ def singular_values(f, x, k=1, *, num_iters=20, method="auto", training=False, v
 
   Example:
 
-  >>> w = tf.constant([[3.0, 0.0, 0.0], [0.0, -4.0, 0.0]])
+  >>> w = tf.constant([[3.0, 0.0], [0.0, -4.0], [0.0, 0.0]])  # J = W^T
   >>> result = singular_values(lambda x: tf.matmul(x, w), tf.zeros([1, 3]), k=2)
   >>> result.values.numpy().round(4).tolist()
   [[4.0, 3.0]]
   >>> result.vectors.shape, result.left.shape
   (TensorShape([1, 2, 3]), TensorShape([1, 2, 2]))
   """
+  return _singular_values(
+      f, x, k, num_iters=num_iters, method=method, training=training, v0=v0,
+      jvp_mode=jvp_mode, exact_max_dim=exact_max_dim, seed=seed)
+
+
+# Not converted by AutoGraph (no Python control flow on tensors), which would
+# otherwise cost seconds at the first trace.
+@tf.autograph.experimental.do_not_convert
+def _singular_values(f, x, k, *, num_iters, method, training, v0, jvp_mode,
+                     exact_max_dim, seed):
+  """`singular_values` without AutoGraph."""
   k = _checks.positive_int(k, "k")
   num_iters = _checks.positive_int(num_iters, "num_iters")
   exact_max_dim = _checks.positive_int(exact_max_dim, "exact_max_dim")

@@ -37,6 +37,20 @@ estimate) gets a ``keras.metrics.Mean`` tracker so that the progress bar,
 ``History`` and ``TensorBoard`` show its running mean over the epoch. The
 trackers live on the `TrainStep`, never on the user's model: they are not in
 ``model.metrics``, ``model.save`` or ``model.export``.
+
+Distribution: under ``MirroredStrategy`` the step gives the single-device
+update on the same global batch (tested with two logical CPUs). Keras 3's own
+``fit`` does not run under ``MultiWorkerMirroredStrategy`` for any model
+(keras-team/keras#20585: its symbolic build and its log reduction fail on
+per-replica values); the step itself does, in a custom loop::
+
+  step = make_train_step(model, objectives)
+
+  @tf.function
+  def train(batch):
+    return strategy.run(step, args=(batch,))
+
+(tested with two worker processes: same update as one device).
 """
 
 import math
@@ -320,14 +334,39 @@ class _Installation:
     self.step = None
 
 
-# Keyed weakly by model, so nothing is stored on the model itself (Keras'
-# attribute tracking would otherwise save it with the model).
-_INSTALLED = weakref.WeakKeyDictionary()
+_STATE_ATTR = "_keras_opnorm_state"
+
+
+class _ModelState:
+  """keras_opnorm's per-model state: the installation and the last step.
+
+  Stored on the model with ``object.__setattr__`` (no Keras tracking) as a
+  plain object, which neither Keras saving (it visits Keras objects and
+  containers) nor SavedModel export (it visits trackables and tf.functions)
+  looks into; and, unlike a global registry, it dies with the model.
+  """
+
+  def __init__(self):
+    self.installation = None
+    self.cache = None  # (key, held objects, step, train function)
+
+
+def _state(model, create=False):
+  state = model.__dict__.get(_STATE_ATTR)
+  if state is None and create:
+    state = _ModelState()
+    object.__setattr__(model, _STATE_ATTR, state)
+  return state
+
+
+def _installation(model):
+  state = _state(model)
+  return None if state is None else state.installation
 
 
 def installed_objectives(model):
   """Returns the objectives currently installed on ``model`` (a list)."""
-  inst = _INSTALLED.get(model)
+  inst = _installation(model)
   if inst is None:
     return []
   return [o for _, objs in inst.owners.values() for o in objs]
@@ -335,7 +374,7 @@ def installed_objectives(model):
 
 def installed_step(model):
   """Returns the `TrainStep` currently installed on ``model``, or None."""
-  inst = _INSTALLED.get(model)
+  inst = _installation(model)
   return None if inst is None else inst.step
 
 
@@ -359,6 +398,18 @@ def _make_guard(model_ref):
     return model.make_train_function(force=force)
 
   return make_train_function
+
+
+def _cache_key(model, objectives):
+  return (
+      tuple(id(o) for o in objectives),
+      id(model.optimizer),
+      id(getattr(model, "_compile_loss", None)),
+      id(getattr(model, "_compile_metrics", None)),
+      model.jit_compile,
+      model.steps_per_execution,
+      model.run_eagerly,
+  )
 
 
 def _make_installed_step(model, objectives):
@@ -400,24 +451,43 @@ def install(model, objectives, *, owner):
   """
   _check_compiled(model, f"{type(owner).__name__}")
   objectives = _check_objectives(objectives)
-  inst = _INSTALLED.get(model)
+  inst = _installation(model)
   new = inst is None
   if new:
     inst = _Installation(getattr(model, "train_function", None))
   owners = dict(inst.owners)
   owners[id(owner)] = (owner, objectives)
   all_objectives = [o for _, objs in owners.values() for o in objs]
-  step = _make_installed_step(model, all_objectives)  # may raise: nothing changed yet
-  if inst.step is not None:
-    _keep_trackers(inst.step, step)
+  key = _cache_key(model, all_objectives)
+  state = _state(model, create=True)
+  cached = state.cache
+  if cached is not None and cached[0] == key:
+    # The same objectives on the same compiled model as in an earlier fit:
+    # reuse that step and its traced train function (no retracing).
+    step, train_function = cached[2], cached[3]
+  else:
+    step = _make_installed_step(model, all_objectives)  # may raise: nothing changed yet
+    if inst.step is not None:
+      _keep_trackers(inst.step, step)
+    train_function = None
   inst.owners = owners
   inst.step = step
   if new:
-    _INSTALLED[model] = inst
+    state.installation = inst
     object.__setattr__(model, "make_train_function", _make_guard(weakref.ref(model)))
   object.__setattr__(model, "train_step", step)
-  _rebuild_train_function(model)
-  inst.installed_train_function = model.train_function
+  if train_function is None:
+    _rebuild_train_function(model)
+    train_function = model.train_function
+    # The objects whose ids make the key are held, so no id is reused.
+    held = (list(all_objectives), model.optimizer, getattr(model, "_compile_loss", None),
+            getattr(model, "_compile_metrics", None))
+    # (The last installation is reused when a later fit installs the same
+    # objectives on the same compiled model.)
+    state.cache = (key, held, step, train_function)
+  else:
+    model.train_function = train_function
+  inst.installed_train_function = train_function
   return step
 
 
@@ -431,7 +501,7 @@ def uninstall(model, owner=None):
     model: the model given to `install`.
     owner: the owner given to `install`, or None for all. Defaults to `None`.
   """
-  inst = _INSTALLED.get(model)
+  inst = _installation(model)
   if inst is None:
     return
   if owner is not None:
@@ -447,7 +517,7 @@ def uninstall(model, owner=None):
     _rebuild_train_function(model)
     inst.installed_train_function = model.train_function
     return
-  del _INSTALLED[model]
+  _state(model).installation = None
   for attr in ("train_step", "make_train_function"):
     if attr in model.__dict__:
       object.__delattr__(model, attr)

@@ -2,8 +2,8 @@
 
 * ``--runslow``: tests marked ``@pytest.mark.slow`` are skipped without it.
 * TensorFlow's C++ logging is silenced before TensorFlow is first imported.
-* Every test starts from the same seeds (Python, numpy, TensorFlow), so a
-  failure reproduces. ``tf.test.TestCase.setUp`` seeds again for its own tests.
+* Every test starts from the same seeds (Python, numpy, TensorFlow, Keras),
+  so a failure reproduces. ``tf.test.TestCase.setUp`` seeds again for its own tests.
 * ``@pytest.mark.slow`` may be written above or below absl's
   ``@parameterized.parameters`` / ``named_parameters`` / ``product``.
 * absl flags are marked as parsed, so absl ``parameterized.TestCase`` /
@@ -15,6 +15,7 @@ import os
 
 # Must happen before TensorFlow is imported by any test module.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# For the subprocesses tests start (notebook kernels, workers).
 os.environ.setdefault("PYTHONHASHSEED", "0")
 
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -88,8 +89,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _deterministic_seeds():
-  """Seeds Python, numpy and TensorFlow before every test."""
+  """Seeds Python's `random`, numpy, TensorFlow and Keras before every test."""
   import keras  # pylint: disable=g-import-not-at-top
-  # Seeds Python's `random`, numpy, TensorFlow and Keras' global generator.
   keras.utils.set_random_seed(SEED)
   yield

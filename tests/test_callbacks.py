@@ -5,11 +5,11 @@ import os
 from absl.testing import parameterized
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from keras_opnorm import callbacks
 from keras_opnorm import objectives
-from keras_opnorm import training
 import training_testlib as tl
 
 
@@ -151,15 +151,17 @@ class BuiltInCallbacksTest(tf.test.TestCase, parameterized.TestCase):
     model = tl.compile_ce(tl.mlp(batch_norm=True))
     w1, b1 = [v.numpy() for v in model.layers[0].weights]
     expected = 0.01 * np.mean(x @ w1 + b1, axis=0)
-    for cb in [callbacks.AdversarialTraining(0.1, num_steps=2),
-               callbacks.OperatorNormRegularization(0.1, num_iters=2)]:
+    for cb in [callbacks.AdversarialTraining(0.1, num_steps=1),
+               callbacks.OperatorNormRegularization(0.1, num_iters=1)]:
       model = tl.compile_ce(tl.mlp(batch_norm=True))
       model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[cb])
       bn = model.layers[1]
       self.assertAllClose(bn.moving_mean.numpy(), expected, rtol=1e-4, atol=1e-6)
 
+  @pytest.mark.slow
   def test_jit_compile(self):
-    # All three objectives in one XLA-compiled step (one compilation).
+    # All three objectives in one XLA-compiled step (one compilation; the
+    # mechanism itself is XLA-tested quickly in test_training.py).
     x, y = tl.classification_data()
     model = tl.compile_ce(tl.mlp(), jit_compile=True)
     history = model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[

@@ -17,7 +17,8 @@ from keras_opnorm.experiments import compare  # pylint: disable=g-import-not-at-
 # Tiny but complete settings: every method, every evaluation, every plot.
 _TINY = dict(
     epochs=1, batch_size=256, attack_steps=2, opnorm_iters=2, num_steps=2,
-    eval_examples=16, align_examples=6, spectrum_k=3, sweep=["0", "1"], verbose=0)
+    eval_examples=16, align_examples=6, spectrum_k=3, sweep=["0", "1"], verbose=0,
+    num_seeds=1)
 
 
 class FlagValidationTest(parameterized.TestCase, tf.test.TestCase):
@@ -42,6 +43,7 @@ class FlagValidationTest(parameterized.TestCase, tf.test.TestCase):
       ("inf_epsilon", dict(epsilon=float("inf")), r"--epsilon must be a positive number"),
       ("p_below_one", dict(p=0.5), r"--p must be a number in \[1, inf\]"),
       ("epochs", dict(epochs=0), r"--epochs must be a positive integer"),
+      ("num_seeds", dict(num_seeds=0), r"--num_seeds must be a positive integer"),
       ("weight", dict(opnorm_weight=-0.1), r"--opnorm_weight must be a non-negative"),
       ("sweep", dict(sweep=["0", "x"]), r"--sweep must be"),
   )
@@ -76,6 +78,39 @@ class FlagValidationTest(parameterized.TestCase, tf.test.TestCase):
     cfg = compare.Config(p=float("inf"), epsilon=0.1)
     self.assertEqual(compare._default_output_dir(cfg),  # pylint: disable=protected-access
                      os.path.join("outputs", "compare", "digits_mlp_pinf_q2_eps0.1"))
+
+
+class AggregationTest(tf.test.TestCase):
+
+  def test_average_of_results(self):
+    # Numbers and equal-length lists are averaged; strings and ragged lists
+    # come from the first result.
+    a = {"loss": "logit", "mean": [1.0, 0.0], "n": 2, "ragged": [1], "nested": {"x": 1.0}}
+    b = {"loss": "ce", "mean": [0.0, 1.0], "n": 4, "ragged": [1, 2], "nested": {"x": 3.0}}
+    self.assertEqual(compare._average([a, b]),  # pylint: disable=protected-access
+                     {"loss": "logit", "mean": [0.5, 0.5], "n": 3.0, "ragged": [1],
+                      "nested": {"x": 2.0}})
+
+  def test_claims_on_the_mean_and_per_seed(self):
+    # Robust accuracies of two seeds: AT 0.30/0.34, opnorm 0.26/0.33 (means
+    # 0.32 / 0.295: difference -0.025, within 3 points; per seed -0.04 and
+    # -0.01: holds in 1 of 2), standard 0.01/0.03, spectral 0.02/0.02.
+    rob = {"standard": (0.01, 0.03), "adversarial": (0.30, 0.34),
+           "opnorm": (0.26, 0.33), "spectral": (0.02, 0.02)}
+    results = {m: {"robust_accuracy": sum(r) / 2,
+                   "per_seed": [{"robust_accuracy": v} for v in r]} for m, r in rob.items()}
+    claims = compare.check_claims(results)
+    within = claims["opnorm_within_3_points_of_adversarial"]
+    self.assertTrue(within["holds"])
+    self.assertAlmostEqual(within["difference"], -0.025)
+    self.assertEqual((within["holds_in_seeds"], within["num_seeds"]), (1, 2))
+    above = claims["adversarial_and_opnorm_20_points_above_standard"]
+    self.assertTrue(above["holds"])
+    self.assertAlmostEqual(above["margin"], 0.295 - 0.02)
+    self.assertEqual(above["holds_in_seeds"], 2)
+    self.assertTrue(claims["spectral_below_both"]["holds"])
+    del results["spectral"]
+    self.assertEqual(compare.check_claims(results), {})
 
 
 class AtomicWriteTest(tf.test.TestCase):
@@ -130,8 +165,11 @@ class EndToEndTest(tf.test.TestCase):
         self.assertBetween(r[key], 0.0, 1.0, msg=f"{method} {key}")
       self.assertGreater(r["mean_operator_norm"], 0.0)
       self.assertGreater(r["seconds_per_epoch"], 0.0)
-      self.assertLen(r["epoch_seconds"], 1)
-      self.assertIn("loss", r["history"])
+      self.assertLen(r["per_seed"], 1)
+      self.assertLen(r["per_seed"][0]["epoch_seconds"], 1)
+      self.assertEqual(r["robust_accuracy_std"], 0.0)
+      self.assertBetween(r["top_output_direction_margin"], 0.0, 1.0)
+      self.assertIn("loss", r["per_seed"][0]["history"])
       curve = r["evaluation"]["robust_accuracy_curve"]
       self.assertEqual(curve["epsilons"], [0.0, 1.0])
       self.assertLen(r["evaluation"]["spectrum"]["mean"], 3)
@@ -139,16 +177,14 @@ class EndToEndTest(tf.test.TestCase):
         results["claims"],
         ["opnorm_within_3_points_of_adversarial",
          "adversarial_and_opnorm_20_points_above_standard", "spectral_below_both"])
-    for name in ("accuracy_vs_epsilon.png", "alignment_by_rank.png",
-                 "alignment_by_rank_centered.png", "alignment_by_rank_logit.png",
-                 "alignment_vs_epsilon.png", "spectra.png", "table.md"):
+    plots = ["accuracy_vs_epsilon.png", "alignment_by_rank.png",
+             "alignment_by_rank_centered.png", "alignment_by_rank_logit.png",
+             "alignment_vs_epsilon.png", "alignment_vs_epsilon_logit.png", "spectra.png"]
+    self.assertCountEqual(results["plots"], plots)
+    for name in plots + ["table.md"]:
       path = os.path.join(out, name)
       self.assertTrue(os.path.exists(path), name)
       self.assertGreater(os.path.getsize(path), 0)
-    self.assertCountEqual(results["plots"], [
-        "accuracy_vs_epsilon.png", "alignment_by_rank.png",
-        "alignment_by_rank_centered.png", "alignment_by_rank_logit.png",
-        "alignment_vs_epsilon.png", "spectra.png"])
     with open(os.path.join(out, "table.md")) as f:
       table = f.read()
     for label in ("standard", "PGD AT", "d.d. opnorm", "global SNR"):

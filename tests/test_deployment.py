@@ -12,7 +12,6 @@ import subprocess
 import sys
 import zipfile
 
-import keras
 import numpy as np
 import tensorflow as tf
 

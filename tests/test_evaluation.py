@@ -117,6 +117,19 @@ class SpectrumTest(parameterized.TestCase, tf.test.TestCase):
     self.assertAllClose(result.std, np.zeros(3), atol=1e-3)
     self.assertEqual(result.centered, centered)
 
+  def test_short_last_batch_is_padded_one_trace(self):
+    # 5 examples in batches of 2: the last batch (1 example) is padded to 2,
+    # so the compiled kernel sees one static shape and is traced once.
+    w = _with_spectrum([3.0, 1.0, 0.5], 3, 4)
+    x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    kernel = evaluation._OperatorNormKernel(  # pylint: disable=protected-access
+        _linear_model(w), p=2.0, q=2.0, num_iters=20, num_restarts=1, method="auto",
+        centered=False, training=False, jit_compile=False)
+    norms = kernel.run(x, batch_size=2)
+    self.assertEqual(norms.shape, (5,))
+    self.assertAllClose(norms, [3.0] * 5, rtol=1e-3)
+    self.assertEqual(kernel.norm.experimental_get_tracing_count(), 1)
+
   def test_dataset_input(self):
     w = _with_spectrum([4.0, 2.0], 2, 3)
     x = np.random.default_rng(0).standard_normal((6, 3)).astype(np.float32)

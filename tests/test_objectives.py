@@ -604,7 +604,7 @@ class AdversarialTrainingTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(loss, 0.0, atol=1e-6)
     self.assertTrue(all(np.all(np.isfinite(g)) for g in grads))
 
-  def test_clip_and_missing_labels(self):
+  def test_missing_labels_and_single_logit(self):
     model, _, _, x, _ = self._two_class()
     with self.assertRaisesRegex(ValueError, "needs the labels"):
       AdversarialTraining(epsilon=0.1)(model, tf.constant(x), None, model(x))

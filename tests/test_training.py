@@ -1,5 +1,8 @@
 """Tests of keras_opnorm.training: the regularised train step and its installation."""
 
+import gc
+import weakref
+
 from absl.testing import parameterized
 import keras
 import numpy as np
@@ -179,6 +182,38 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
     expected = tl.expected_linear_sgd(w, x, y, lr=2 * LR, weight=0.0)
     for got, want in zip(model.get_weights(), expected):
       self.assertAllClose(got, want, rtol=1e-5, atol=1e-6)
+
+  def test_second_fit_reuses_the_traced_step(self):
+    x, y = tl.data()
+    w0 = tl.linear_weights()
+    model = tl.compile_mse(tl.linear_model(weights=w0), LR)
+    objective = tl.SquaredLogits(WEIGHT)
+    cb = callbacks.ObjectiveCallback(objective)
+    _fit_one_step(model, x, y, [cb])
+    w1 = model.get_weights()
+    _fit_one_step(model, x, y, [cb])
+    self.assertEqual(objective.calls, 1)  # traced once for both fits
+    expected = tl.expected_linear_sgd(w1, x, y, lr=LR, weight=WEIGHT)
+    for got, want in zip(model.get_weights(), expected):
+      self.assertAllClose(got, want, rtol=1e-5, atol=1e-6)
+    # A new compile (here: another learning rate) gets a new step.
+    tl.compile_mse(model, 2 * LR)
+    w2 = model.get_weights()
+    _fit_one_step(model, x, y, [cb])
+    self.assertEqual(objective.calls, 2)
+    expected = tl.expected_linear_sgd(w2, x, y, lr=2 * LR, weight=WEIGHT)
+    for got, want in zip(model.get_weights(), expected):
+      self.assertAllClose(got, want, rtol=1e-5, atol=1e-6)
+
+  def test_model_is_garbage_collected_after_fit(self):
+    x, y = tl.data()
+    model = tl.compile_mse(tl.linear_model(), LR)
+    model.fit(x, y, epochs=1, verbose=0,
+              callbacks=[callbacks.ObjectiveCallback(tl.SquaredLogits())])
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    self.assertIsNone(ref())
 
   def test_uninstall_restores_manually(self):
     model = tl.compile_mse(tl.linear_model(), LR)

@@ -128,8 +128,12 @@ class ObjectiveCallback(keras.callbacks.Callback):
     model = self.model
     self._active = False
     training.TrainStep(model, [self.objective])  # checks: compiled, loss weight
+    # The network the objective differentiates (a RobustModel's inner model).
+    forward = getattr(model, "_keras_opnorm_forward", None)
+    if forward is None:
+      forward = model
     with model.distribute_strategy.scope():
-      self.objective.build(model)
+      self.objective.build(forward)
     if self.backup_dir is not None:
       self._restore_state()
     for name, schedule in self.schedules.items():

@@ -39,6 +39,7 @@ and the linf comparison (q = 2) with:
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import platform
@@ -50,12 +51,16 @@ from absl import app
 from absl import flags
 import keras
 import numpy as np
+import tensorflow as tf
 
 import keras_opnorm
 from keras_opnorm import datasets
 from keras_opnorm import evaluation
+from keras_opnorm import jacobian
 from keras_opnorm import models
 from keras_opnorm import norms
+from keras_opnorm.attacks import pgd_attack
+from keras_opnorm.operator_norm import operator_norm
 
 # Names of the methods, in the order they are trained and shown.
 METHODS = ("standard", "adversarial", "opnorm", "spectral")
@@ -87,6 +92,9 @@ flags.DEFINE_integer("batch_size", 64, "Training batch size.")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
 flags.DEFINE_integer("seed", 0, "Seed of the data split, the shuffling, the initial weights "
                      "(the same for every method) and the attacks.")
+flags.DEFINE_integer("num_seeds", 3, "Repetitions with seeds --seed, --seed+1, ...: each trains "
+                     "and evaluates every method again (new digits split, initial weights and "
+                     "data order); the table reports the mean (and std of the accuracies).")
 # Method hyper-parameters.
 flags.DEFINE_integer("attack_steps", 10, "PGD steps of adversarial training.")
 flags.DEFINE_float("at_weight", 1.0, "Weight of the adversarial cross-entropy added to the "
@@ -133,6 +141,7 @@ class Config:
   batch_size: int = 64
   learning_rate: float = 1e-3
   seed: int = 0
+  num_seeds: int = 3
   attack_steps: int = 10
   at_weight: float = 1.0
   opnorm_weight: float = 0.1
@@ -151,6 +160,11 @@ class Config:
   plots: bool = True
   verbose: int = 1
   jit_compile: bool = False
+
+  @property
+  def seeds(self):
+    """The seeds of the repetitions."""
+    return [self.seed + i for i in range(self.num_seeds)]
 
   @property
   def epsilons(self):
@@ -227,7 +241,7 @@ def validate(cfg):
   q = _exponent(cfg.q, "q")
   epsilon = _number(cfg.epsilon, "epsilon")
   ints = {name: _number(getattr(cfg, name), name, integer=True)
-          for name in ("epochs", "batch_size", "attack_steps", "opnorm_iters",
+          for name in ("epochs", "batch_size", "num_seeds", "attack_steps", "opnorm_iters",
                        "spectral_iters", "align_examples", "num_steps", "num_restarts",
                        "spectrum_k")}
   if cfg.eval_examples is not None:
@@ -367,7 +381,7 @@ def method_callbacks(method, cfg, info):
         num_iters=cfg.opnorm_iters)]
   if method == "spectral":
     return [callbacks.SpectralNormRegularization(
-        weight=cfg.spectral_weight, num_iters=cfg.spectral_iters)]
+        weight=cfg.spectral_weight, num_iters=cfg.spectral_iters, seed=cfg.seed)]
   raise ValueError(f"`method` must be one of {', '.join(METHODS)}. Received: method={method!r}")
 
 
@@ -428,6 +442,72 @@ def train(method, cfg, info, flatten):
 # ---------------------------------------------------------------------------
 
 
+def _abs_cos(a, b):
+  """Per-example ``|<a, b>| / (||a||_2 ||b||_2)`` (0 for a zero vector), ``[batch]``."""
+  a = tf.reshape(tf.cast(a, tf.float32), [tf.shape(a)[0], -1])
+  b = tf.reshape(tf.cast(b, tf.float32), [tf.shape(b)[0], -1])
+  scale = tf.norm(a, axis=1) * tf.norm(b, axis=1)
+  safe = tf.where(scale > 0, scale, tf.ones_like(scale))
+  return tf.where(scale > 0, tf.abs(tf.reduce_sum(a * b, axis=1)) / safe, tf.zeros_like(scale))
+
+
+def margin_diagnostics(model, x, y, *, epsilon, p, q, num_steps, clip, batch_size=256):
+  """Which directions the PGD perturbations follow, and why CE differs from lq-logit.
+
+  Cross-entropy at a correctly classified ``x`` grows mainly through the
+  margin ``m(x) = f_j(x) - f_y(x)`` to the strongest wrong class ``j``. In a
+  linear region the lp-ball maximiser of the linearised margin is
+  ``s_p(J^T e)``, ``e = (e_j - e_y) / sqrt(2)``: the "top singular vector" of
+  the 1 x n margin Jacobian ``e^T J``. Whether the CE perturbation is aligned
+  with the top (p,q) singular vector ``v`` of the whole ``J`` then depends on
+  whether ``J``'s top output direction ``u = s_{q*}(J v)`` is a margin
+  direction. Per example, with ``v, u`` from `keras_opnorm.operator_norm`:
+
+  * ``ce_v``, ``logit_v``: ``|cos(delta, v)|`` for the CE and the lq-logit
+    PGD perturbation ``delta`` (for p = q = 2 the rank-1 alignment of
+    `evaluation.alignment`; for other p the alignment with the (p,q) power
+    method's maximiser, which is what the theorem predicts PGD converges to);
+  * ``ce_margin``, ``logit_margin``: ``|cos(delta, s_p(J^T e))|``;
+  * ``u_margin``: ``|<u, e>| / ||u||_2``, how much the top output direction of
+    ``J`` is the margin direction (1: the same, 0: orthogonal).
+
+  Returns:
+    A dict of means over the examples (Python floats).
+  """
+  fn = jacobian.as_logits_fn(model)
+  sqrt2 = math.sqrt(2.0)
+
+  def kernel(xb, yb):
+    result = operator_norm(model, xb, p, q)
+    logits = fn(xb)
+    d = tf.shape(logits)[-1]
+    e_y = tf.one_hot(yb, d, dtype=logits.dtype)
+    j = tf.argmax(logits - 1e9 * e_y, axis=-1, output_type=tf.int32)
+    e = (tf.one_hot(j, d, dtype=logits.dtype) - e_y) / sqrt2
+    _, g = jacobian.vjp(fn, xb, e)
+    margin_dir = norms.steepest_ascent(g, p)
+    attack = dict(epsilon=epsilon, p=p, num_steps=num_steps, clip=clip)
+    d_ce = pgd_attack(model, xb, yb, loss="crossentropy", **attack) - xb
+    d_lq = pgd_attack(model, xb, yb, loss="logit", q=q, **attack) - xb
+    return {
+        "ce_v": _abs_cos(d_ce, result.v), "logit_v": _abs_cos(d_lq, result.v),
+        "ce_margin": _abs_cos(d_ce, margin_dir), "logit_margin": _abs_cos(d_lq, margin_dir),
+        "u_margin": _abs_cos(result.u, e),
+    }
+
+  kernel = tf.function(kernel, reduce_retracing=True)
+  parts = [kernel(tf.constant(x[i:i + batch_size]), tf.constant(y[i:i + batch_size]))
+           for i in range(0, len(x), batch_size)]
+  return {k: float(np.mean(np.concatenate([part[k].numpy() for part in parts])))
+          for k in parts[0]}
+
+
+def _subspace_energy(result, r):
+  """Mean ``sqrt(sum_{i <= r} cos_i^2)``: the share of the perturbation in span(v_1..v_r)."""
+  cos = np.asarray(result.cosines)[:, :r]
+  return float(np.mean(np.sqrt(np.sum(cos ** 2, axis=1))))
+
+
 def evaluate(model, x, y, cfg, info):
   """Evaluates one trained model the way the paper does.
 
@@ -435,8 +515,10 @@ def evaluate(model, x, y, cfg, info):
   the first ``cfg.align_examples`` examples.
 
   Returns:
-    A dict of summary numbers and the full evaluation results.
+    ``(summary, details)``: a dict of the headline numbers and a dict of the
+    full evaluation results (their ``to_dict()``, without per-example data).
   """
+  keras.utils.set_random_seed(cfg.seed)  # the attacks' random starts: reproducible
   clip = tuple(info.input_range)
   x_align, y_align = x[:cfg.align_examples], y[:cfg.align_examples]
   k = min(cfg.spectrum_k, info.num_classes, int(x[0].size))
@@ -460,6 +542,8 @@ def evaluate(model, x, y, cfg, info):
                                                  loss="crossentropy", **sweep)
   align_eps_logit = evaluation.alignment_vs_epsilon(model, x_align, y_align, loss="logit",
                                                     **sweep)
+  margin = margin_diagnostics(model, x_align, y_align, epsilon=cfg.epsilon, p=cfg.p, q=cfg.q,
+                              num_steps=cfg.num_steps, clip=clip)
   summary = {
       "clean_accuracy": curve.clean_accuracy,
       "robust_accuracy": curve.accuracy_at(cfg.epsilon),
@@ -473,18 +557,24 @@ def evaluate(model, x, y, cfg, info):
       "alignment_random": align_ce.random_mean[0],
       "alignment_random_expected": align_ce.random_expected,
       "logit_shift_rank1": align_ce.logit_shift[0],
+      "alignment_ce_top3": _subspace_energy(align_ce, 3),
+      "alignment_logit_top3": _subspace_energy(align_logit, 3),
+      "alignment_ce_opnorm_v": margin["ce_v"],
+      "alignment_logit_opnorm_v": margin["logit_v"],
+      "alignment_ce_margin": margin["ce_margin"],
+      "alignment_logit_margin": margin["logit_margin"],
+      "top_output_direction_margin": margin["u_margin"],
   }
   details = {
-      "robust_accuracy_curve": curve,
+      "robust_accuracy_curve": curve.to_dict(),
       "spectrum": spec.to_dict(per_example=False),
       "spectrum_centered": spec_c.to_dict(per_example=False),
       "alignment_ce": align_ce.to_dict(per_example=False),
       "alignment_logit": align_logit.to_dict(per_example=False),
-      "alignment_vs_epsilon_ce": align_eps_ce,
-      "alignment_vs_epsilon_logit": align_eps_logit,
+      "alignment_vs_epsilon_ce": align_eps_ce.to_dict(),
+      "alignment_vs_epsilon_logit": align_eps_logit.to_dict(),
   }
-  return summary, details, dict(curve=curve, spec=spec, align_ce=align_ce,
-                                align_logit=align_logit, align_eps_ce=align_eps_ce)
+  return summary, details
 
 
 # ---------------------------------------------------------------------------
@@ -492,31 +582,49 @@ def evaluate(model, x, y, cfg, info):
 # ---------------------------------------------------------------------------
 
 
-_COLUMNS = (
-    # (header, key, format)
-    ("clean acc", "clean_accuracy", "{:.3f}"),
-    ("robust acc", "robust_accuracy", "{:.3f}"),
-    ("mean ||J||", "mean_operator_norm", "{:.3g}"),
-    ("mean ||PJ||", "mean_operator_norm_centered", "{:.3g}"),
-    ("align CE", "alignment_rank1_ce", "{:.2f}"),
-    ("align CE (PJ)", "alignment_rank1_ce_centered", "{:.2f}"),
-    ("align logit", "alignment_rank1_logit", "{:.2f}"),
-    ("align logit (PJ)", "alignment_rank1_logit_centered", "{:.2f}"),
-    ("random", "alignment_random", "{:.2f}"),
-    ("s/epoch", "seconds_per_epoch", "{:.2f}"),
-)
+def _columns(cfg):
+  """``(header, key, format)`` of the table's columns for this setting."""
+  columns = [
+      ("clean acc", "clean_accuracy", "{:.3f}"),
+      ("robust acc", "robust_accuracy", "{:.3f}"),
+      ("mean ||J||", "mean_operator_norm", "{:.3g}"),
+      ("mean ||PJ||", "mean_operator_norm_centered", "{:.3g}"),
+      ("align CE", "alignment_rank1_ce", "{:.2f}"),
+      ("align CE (PJ)", "alignment_rank1_ce_centered", "{:.2f}"),
+      ("align logit", "alignment_rank1_logit", "{:.2f}"),
+      ("random", "alignment_random", "{:.2f}"),
+  ]
+  if cfg.p != 2.0 or cfg.q != 2.0:
+    columns += [("align CE (v_pq)", "alignment_ce_opnorm_v", "{:.2f}"),
+                ("align logit (v_pq)", "alignment_logit_opnorm_v", "{:.2f}")]
+  columns += [
+      ("CE to margin", "alignment_ce_margin", "{:.2f}"),
+      ("u1 to margin", "top_output_direction_margin", "{:.2f}"),
+      ("s/epoch", "seconds_per_epoch", "{:.2f}"),
+  ]
+  return columns
 
 
 def format_table(results, cfg):
-  """The results as a Markdown table (one row per method) with a legend."""
+  """The results as a Markdown table (one row per method) with a legend.
+
+  Args:
+    results: ``method -> aggregated summary`` (means over seeds, and
+      ``<key>_std`` standard deviations), as in ``results.json["methods"]``.
+    cfg: the `Config`.
+  """
   p, q = _p_text(cfg.p), _p_text(cfg.q)
-  header = ["method"] + [h for h, _, _ in _COLUMNS]
+  columns = _columns(cfg)
+  header = ["method"] + [h for h, _, _ in columns]
   rows = []
   for method, r in results.items():
     cells = [_LABELS.get(method, method)]
-    for _, key, fmt in _COLUMNS:
+    for _, key, fmt in columns:
       value = r.get(key)
-      cells.append("n/a" if value is None else fmt.format(value))
+      cell = "n/a" if value is None else fmt.format(value)
+      if key in _WITH_STD and cfg.num_seeds > 1 and r.get(key + "_std") is not None:
+        cell += " ± " + fmt.format(r[key + "_std"])
+      cells.append(cell)
     rows.append(cells)
   widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
 
@@ -525,65 +633,127 @@ def format_table(results, cfg):
 
   out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
   out += [line(r) for r in rows]
-  legend = (
-      f"\n{cfg.dataset} / {cfg.model}, p={p}, q={q}, eps={cfg.epsilon:g}, "
-      f"{cfg.epochs} epochs. robust acc: PGD-{cfg.num_steps} (l{p}, cross-entropy, "
-      f"{cfg.num_restarts} restart(s)) at eps. ||J||: mean ||J_f(x)||_({p},{q}) "
-      "(power method; a lower bound where the problem is NP-hard); PJ: centered "
-      f"logits. align: mean |cos| between the l{p} PGD perturbation at eps and the "
-      "top right singular vector of J (or PJ), for the cross-entropy attack and the "
-      f"l{q}-logit attack of the theorem; random: a random direction. s/epoch: "
-      "training seconds per epoch (first epoch, which compiles, excluded).")
-  return "\n".join(out) + "\n" + legend + "\n"
+  seeds = (f"mean over {cfg.num_seeds} seeds {cfg.seeds[0]}..{cfg.seeds[-1]} (each its own "
+           "split, initial weights and data order; ± one standard deviation)"
+           if cfg.num_seeds > 1 else f"seed {cfg.seed}")
+  legend = [
+      f"{cfg.dataset} / {cfg.model}, p={p}, q={q}, eps={cfg.epsilon:g}, {cfg.epochs} epochs, "
+      f"{seeds}.",
+      f"robust acc: accuracy under PGD-{cfg.num_steps} (l{p}, cross-entropy, "
+      f"{cfg.num_restarts} restart(s)) at eps.",
+      f"||J||: mean ||J_f(x)||_({p},{q}); PJ: the same for the centered logits "
+      "f - mean_i f_i (what cross-entropy sees).",
+      f"align: mean |cos| between the l{p} PGD perturbation at eps and the top right "
+      "singular vector of J (or PJ), for the cross-entropy (CE) attack and the "
+      f"l{q}-logit attack of the theorem; random: a random direction.",
+  ]
+  if cfg.p != 2.0 or cfg.q != 2.0:
+    legend.append(f"align (v_pq): the same with the ({p},{q}) power method's maximiser "
+                  "v instead of the singular vector.")
+  legend += [
+      f"CE to margin: |cos| between the CE perturbation and s_{p}(J^T e), e = "
+      "(e_j - e_y)/sqrt(2) for the strongest wrong class j (the direction that "
+      "changes the margin f_j - f_y most); u1 to margin: |<u1, e>| for J's top "
+      "output direction u1.",
+      "s/epoch: training seconds per epoch (the first epoch, which compiles, excluded).",
+  ]
+  return "\n".join(out) + "\n\n" + "\n".join(legend) + "\n"
 
 
-def check_claims(results, cfg):
-  """The paper's robustness claims on this run, as ``name -> {holds, numbers}``.
+# Columns shown with their standard deviation over seeds.
+_WITH_STD = ("clean_accuracy", "robust_accuracy")
 
-  * opnorm within 3 points of adversarial training at the training eps;
+
+def check_claims(results):
+  """The paper's robustness claims on this run, as ``name -> {holds, ...}``.
+
+  On the robust accuracies at the training eps (means over seeds, and per
+  seed):
+
+  * opnorm within 3 points of adversarial training;
   * both at least 20 points above the standard model;
   * global spectral-norm regularisation below both.
   """
   needed = ("standard", "adversarial", "opnorm", "spectral")
   if any(m not in results for m in needed):
     return {}
-  rob = {m: results[m]["robust_accuracy"] for m in needed}
+  num_seeds = len(results["standard"]["per_seed"])
+
+  def tests(rob):
+    return {
+        "opnorm_within_3_points_of_adversarial": (
+            abs(rob["opnorm"] - rob["adversarial"]) <= 0.03,
+            {"difference": rob["opnorm"] - rob["adversarial"]}),
+        "adversarial_and_opnorm_20_points_above_standard": (
+            min(rob["adversarial"], rob["opnorm"]) - rob["standard"] >= 0.20,
+            {"margin": min(rob["adversarial"], rob["opnorm"]) - rob["standard"]}),
+        "spectral_below_both": (
+            rob["spectral"] < min(rob["adversarial"], rob["opnorm"]),
+            {"margin": min(rob["adversarial"], rob["opnorm"]) - rob["spectral"]}),
+    }
+
+  on_mean = tests({m: results[m]["robust_accuracy"] for m in needed})
+  per_seed = [tests({m: results[m]["per_seed"][i]["robust_accuracy"] for m in needed})
+              for i in range(num_seeds)]
   return {
-      "opnorm_within_3_points_of_adversarial": {
-          "holds": abs(rob["opnorm"] - rob["adversarial"]) <= 0.03,
-          "difference": rob["opnorm"] - rob["adversarial"]},
-      "adversarial_and_opnorm_20_points_above_standard": {
-          "holds": min(rob["adversarial"], rob["opnorm"]) - rob["standard"] >= 0.20,
-          "margin": min(rob["adversarial"], rob["opnorm"]) - rob["standard"]},
-      "spectral_below_both": {
-          "holds": rob["spectral"] < min(rob["adversarial"], rob["opnorm"]),
-          "margin": min(rob["adversarial"], rob["opnorm"]) - rob["spectral"]},
+      name: {"holds": bool(holds), **numbers,
+             "holds_in_seeds": sum(bool(t[name][0]) for t in per_seed),
+             "num_seeds": num_seeds}
+      for name, (holds, numbers) in on_mean.items()
   }
 
 
-def _plots(raw, cfg):
+def _average(values):
+  """Field-wise mean of equal-shaped JSON results (numbers and lists of numbers).
+
+  Non-numeric fields, and fields whose shape differs between the values, are
+  taken from the first value.
+  """
+  first = values[0]
+  if isinstance(first, dict):
+    return {k: _average([v[k] for v in values]) if all(
+        isinstance(v, dict) and k in v for v in values) else first[k] for k in first}
+  if isinstance(first, bool) or first is None or isinstance(first, str):
+    return first
+  if isinstance(first, (int, float)):
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+      return float(np.mean(values))
+    return first
+  if isinstance(first, list):
+    if all(isinstance(v, list) and len(v) == len(first) for v in values):
+      return [_average([v[i] for v in values]) for i in range(len(first))]
+    return first
+  return first
+
+
+def _plots(evaluations, cfg):
+  """Draws the figures from ``method -> averaged evaluation dicts``."""
   from keras_opnorm import plots  # pylint: disable=g-import-not-at-top
   d = cfg.output_dir
+
+  def pick(key):
+    return {m: e[key] for m, e in evaluations.items()}
+
   files = [
-      plots.plot_robust_accuracy({m: r["curve"] for m, r in raw.items()},
+      plots.plot_robust_accuracy(pick("robust_accuracy_curve"),
                                  os.path.join(d, "accuracy_vs_epsilon.png")),
-      plots.plot_alignment_by_rank({m: r["align_ce"] for m, r in raw.items()},
+      plots.plot_alignment_by_rank(pick("alignment_ce"),
                                    os.path.join(d, "alignment_by_rank.png")),
-      plots.plot_alignment_by_rank({m: r["align_ce"] for m, r in raw.items()},
+      plots.plot_alignment_by_rank(pick("alignment_ce"),
                                    os.path.join(d, "alignment_by_rank_centered.png"),
                                    centered=True),
-      plots.plot_alignment_by_rank({m: r["align_logit"] for m, r in raw.items()},
+      plots.plot_alignment_by_rank(pick("alignment_logit"),
                                    os.path.join(d, "alignment_by_rank_logit.png")),
-      plots.plot_alignment_vs_epsilon({m: r["align_eps_ce"] for m, r in raw.items()},
+      plots.plot_alignment_vs_epsilon(pick("alignment_vs_epsilon_ce"),
                                       os.path.join(d, "alignment_vs_epsilon.png")),
-      plots.plot_spectra({m: r["spec"] for m, r in raw.items()},
-                         os.path.join(d, "spectra.png")),
+      plots.plot_alignment_vs_epsilon(pick("alignment_vs_epsilon_logit"),
+                                      os.path.join(d, "alignment_vs_epsilon_logit.png")),
+      plots.plot_spectra(pick("spectrum"), os.path.join(d, "spectra.png")),
   ]
   return [os.path.basename(f) for f in files]
 
 
 def _environment():
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return {
       "python": platform.python_version(),
       "tensorflow": tf.__version__,
@@ -594,46 +764,75 @@ def _environment():
   }
 
 
+def _aggregate(per_seed):
+  """Means (and stds) over seeds of the numeric entries of per-seed summaries."""
+  out = {}
+  for key, first in per_seed[0].items():
+    if key == "seed":
+      continue
+    values = [r[key] for r in per_seed]
+    if isinstance(first, (int, float)) and not isinstance(first, bool) and all(
+        isinstance(v, (int, float)) for v in values):
+      out[key] = float(np.mean(values))
+      out[key + "_std"] = float(np.std(values))
+  return out
+
+
 def run_comparison(cfg):
   """Trains and evaluates every method of a validated `Config`; writes the outputs.
+
+  Every seed of ``cfg.seeds`` repeats the whole comparison (a new digits
+  split, new initial weights shared by the methods, a new data order).
 
   Returns:
     The results dict that was written to ``results.json``.
   """
   wall_start = time.perf_counter()
   flatten = cfg.model == "mlp"
-  try:
-    x_eval, y_eval, info = datasets.load_arrays(
-        cfg.dataset, split="test", max_examples=cfg.eval_examples, data_dir=cfg.data_dir,
-        seed=cfg.seed, flatten=flatten, download=cfg.download)
-  except (FileNotFoundError, ImportError) as e:
-    _fail(str(e))
-  print(f"{cfg.dataset}: {info.num_train} training / {info.num_test} test examples of shape "
-        f"{info.input_shape} in {list(info.input_range)}; evaluating on {len(y_eval)} "
-        f"(alignment, spectra: {min(cfg.align_examples, len(y_eval))}).", flush=True)
-  results, details, raw = {}, {}, {}
-  for i, method in enumerate(cfg.methods):
-    print(f"[{i + 1}/{len(cfg.methods)}] {method}: {describe(method, cfg)}", flush=True)
-    model, record = train(method, cfg, info, flatten)
-    start = time.perf_counter()
-    summary, detail, raw[method] = evaluate(model, x_eval, y_eval, cfg, info)
-    record["eval_seconds"] = time.perf_counter() - start
-    results[method] = {"label": _LABELS[method], **summary, **record}
-    details[method] = detail
-    print(f"    trained in {record['train_seconds']:.1f} s "
-          f"({record['seconds_per_epoch']:.2f} s/epoch), evaluated in "
-          f"{record['eval_seconds']:.1f} s: clean {summary['clean_accuracy']:.3f}, "
-          f"robust {summary['robust_accuracy']:.3f}", flush=True)
+  per_seed = {m: [] for m in cfg.methods}
+  details = {m: [] for m in cfg.methods}
+  for seed_index, seed in enumerate(cfg.seeds):
+    cfg_s = dataclasses.replace(cfg, seed=seed)
+    try:
+      x_eval, y_eval, info = datasets.load_arrays(
+          cfg.dataset, split="test", max_examples=cfg.eval_examples, data_dir=cfg.data_dir,
+          seed=seed, flatten=flatten, download=cfg.download)
+    except (FileNotFoundError, ImportError) as e:
+      _fail(str(e))
+    if seed_index == 0:
+      print(f"{cfg.dataset}: {info.num_train} training / {info.num_test} test examples of "
+            f"shape {info.input_shape} in {list(info.input_range)}; evaluating on "
+            f"{len(y_eval)} (alignment, spectra: {min(cfg.align_examples, len(y_eval))}); "
+            f"seeds {cfg.seeds}.", flush=True)
+    for i, method in enumerate(cfg.methods):
+      print(f"[seed {seed}, {i + 1}/{len(cfg.methods)}] {method}: {describe(method, cfg)}",
+            flush=True)
+      model, record = train(method, cfg_s, info, flatten)
+      start = time.perf_counter()
+      summary, detail = evaluate(model, x_eval, y_eval, cfg_s, info)
+      record["eval_seconds"] = time.perf_counter() - start
+      per_seed[method].append({"seed": seed, **summary, **record})
+      details[method].append(detail)
+      print(f"    trained in {record['train_seconds']:.1f} s "
+            f"({record['seconds_per_epoch']:.2f} s/epoch), evaluated in "
+            f"{record['eval_seconds']:.1f} s: clean {summary['clean_accuracy']:.3f}, "
+            f"robust {summary['robust_accuracy']:.3f}", flush=True)
+      keras.backend.clear_session()
+  results = {
+      m: {"label": _LABELS[m], "description": describe(m, cfg), **_aggregate(per_seed[m]),
+          "per_seed": per_seed[m]}
+      for m in cfg.methods}
+  evaluations = {m: _average(details[m]) for m in cfg.methods}
   table = format_table(results, cfg)
-  claims = check_claims(results, cfg)
-  files = _plots(raw, cfg) if cfg.plots else []
+  claims = check_claims(results)
+  files = _plots(evaluations, cfg) if cfg.plots else []
   _write_text_atomic(os.path.join(cfg.output_dir, "table.md"), table)
   out = {
       "config": cfg.to_dict(),
       "dataset": info.to_dict(),
       "eval_examples": int(len(y_eval)),
       "align_examples": int(min(cfg.align_examples, len(y_eval))),
-      "methods": {m: {**results[m], "evaluation": details[m]} for m in results},
+      "methods": {m: {**results[m], "evaluation": evaluations[m]} for m in results},
       "claims": claims,
       "plots": files,
       "environment": _environment(),
@@ -642,18 +841,35 @@ def run_comparison(cfg):
   write_json_atomic(os.path.join(cfg.output_dir, "results.json"), out)
   print("\n" + table)
   for name, claim in claims.items():
-    print(f"claim {name}: {'holds' if claim['holds'] else 'DOES NOT HOLD'} "
-          f"({', '.join(f'{k} {v:+.3f}' for k, v in claim.items() if k != 'holds')})")
+    numbers = ", ".join(f"{k} {v:+.3f}" for k, v in claim.items()
+                        if k not in ("holds", "holds_in_seeds", "num_seeds"))
+    print(f"claim {name}: {'holds' if claim['holds'] else 'DOES NOT HOLD'} on the mean "
+          f"({numbers}); holds in {claim['holds_in_seeds']}/{claim['num_seeds']} seeds")
   print(f"\nwrote {os.path.join(cfg.output_dir, 'results.json')}, table.md"
         + (f" and {', '.join(files)}" if files else "")
         + f" in {out['wall_seconds']:.0f} s", flush=True)
   return out
 
 
+class _NoRetracingWarnings(logging.Filter):
+  """Drops TensorFlow's "triggered tf.function retracing" warnings.
+
+  The evaluation builds a few compiled kernels per trained model on purpose
+  (each model is a new function); TensorFlow warns about that as if it were
+  accidental retracing.
+  """
+
+  def filter(self, record):
+    return "triggered tf.function retracing" not in record.getMessage()
+
+
 def main(argv):
   if len(argv) > 1:
     _fail(f"Unexpected arguments: {' '.join(argv[1:])}")
   cfg = validate(config_from_flags())
+  logger = tf.get_logger()
+  if not any(isinstance(f, _NoRetracingWarnings) for f in logger.filters):
+    logger.addFilter(_NoRetracingWarnings())
   run_comparison(cfg)
 
 

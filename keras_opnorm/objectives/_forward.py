@@ -11,19 +11,21 @@ statistics: `perturbed_logits` runs the model in a ``keras.StatelessScope``,
 drops the updates of ``BatchNormalization`` variables and applies every other
 state update (the random-seed states of dropout, so that masks keep
 advancing). ``update_batch_stats=True`` applies them all.
+
+Dropout draws a new mask in every training-mode pass, so with dropout layers
+``f(x*) - f(x)`` also contains the difference of two masks;
+``forward_training=False`` compares two inference-mode passes instead.
 """
 
 import keras
-import tensorflow as tf
 
 from keras_opnorm import _checks
+from keras_opnorm.objectives import base
 
 
 def _batch_norm_variable_ids(model):
   ids = set()
-  layers = model._flatten_layers(include_self=True, recursive=True) if hasattr(  # pylint: disable=protected-access
-      model, "_flatten_layers") else []
-  for layer in layers:
+  for layer in base.all_layers(model):
     if isinstance(layer, keras.layers.BatchNormalization):
       ids.update(id(v) for v in layer.non_trainable_variables)
   return ids

@@ -61,6 +61,13 @@ def weighted_batch_mean(values, sample_weight=None):
   return tf.math.divide_no_nan(tf.reduce_sum(values), batch_size)
 
 
+def all_layers(model):
+  """The model and all its sublayers, nested models included, each once."""
+  if hasattr(model, "_flatten_layers"):
+    return model._flatten_layers(include_self=True, recursive=True)  # pylint: disable=protected-access
+  return [model]
+
+
 def _output_layers(model):
   """The layers that produce the outputs of a Sequential or functional model."""
   if isinstance(model, keras.Sequential):

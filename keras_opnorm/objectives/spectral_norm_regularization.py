@@ -105,12 +105,8 @@ def _spectral_kernels(model):
   conv = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
   conv_t = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
             keras.layers.Conv3DTranspose)
-  if hasattr(model, "_flatten_layers"):
-    layers = model._flatten_layers(include_self=True, recursive=True)  # pylint: disable=protected-access
-  else:
-    layers = [model]
   found, seen = [], set()
-  for layer in layers:
+  for layer in base.all_layers(model):
     if isinstance(layer, conv_t):
       out_axis = -2
     elif isinstance(layer, dense + conv):
