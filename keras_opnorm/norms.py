@@ -334,7 +334,7 @@ def project_lp_ball(delta, epsilon, p):
   if p == 2.0:
     e = _per_example(epsilon, delta)
     n = lp_norm(delta, 2.0, keepdims=True)
-    scale = tf.minimum(1.0, e / tf.where(n > 0, n, tf.ones_like(n)))
+    scale = tf.minimum(tf.ones_like(n), e / tf.where(n > 0, n, tf.ones_like(n)))
     return delta * scale
   if p == 1.0:
     return project_l1_ball(delta, epsilon)
