@@ -144,7 +144,8 @@ def full_jacobian(fn, x, d, n, mode="forward"):
       _, g = jacobian.vjp(fn, _tile(x, c), u)
       return tf.reshape(g, [-1, batch, n])  # [c, batch, n]
     stacked = _stacked(d, rows)  # [d, batch, n]
-    return tf.transpose(stacked, [1, 0, 2])
+    # Reshape restores the static d and n lost by the dynamic-batch reshapes.
+    return tf.reshape(tf.transpose(stacked, [1, 0, 2]), [batch, d, n])
 
   def cols(idx):
     c = tf.shape(idx)[0]
@@ -152,7 +153,7 @@ def full_jacobian(fn, x, d, n, mode="forward"):
     _, jv = jacobian.jvp(fn, _tile(x, c), tf.repeat(e, batch, axis=0), mode=mode)
     return tf.reshape(jv, [-1, batch, d])  # [c, batch, d]
   stacked = _stacked(n, cols)  # [n, batch, d]
-  return tf.transpose(stacked, [1, 2, 0])
+  return tf.reshape(tf.transpose(stacked, [1, 2, 0]), [batch, d, n])
 
 
 def thin_svd(jac):

@@ -169,7 +169,6 @@ def power_method(fn, x, v, p, q, *, num_iters, tol=None, jvp_mode="forward"):
                      norms.steepest_ascent(g, p), v)
     return tf.stop_gradient(v_new), jv
 
-  batch = tf.shape(x)[0]
   if tol is None:
     def body(i, v):
       return i + 1, step(v)[0]
@@ -184,7 +183,7 @@ def power_method(fn, x, v, p, q, *, num_iters, tol=None, jvp_mode="forward"):
     return i + 1, v, norm, tf.reduce_max(rel)
 
   # The first comparison is against -1: never converged after one iteration.
-  prev0 = -tf.ones([batch])
+  prev0 = -tf.ones(tf.shape(x)[:1])
   _, v, _, _ = tf.while_loop(
       lambda i, v, prev, change: tf.logical_and(i < num_iters, change > tol),
       body_tol, (tf.constant(0), v, prev0, tf.constant(_INF)),
@@ -215,6 +214,8 @@ def operator_norm(f, x, p=2, q=2, *, num_iters=20, num_restarts=1, method="auto"
     ``method='auto'`` takes them when ``min(d, n) <= exact_max_dim`` (for a
     classifier ``d`` is the number of classes, so always in practice: ten
     backward passes of the batch are cheaper than twenty power iterations).
+    The products run on stacked copies of the batch, at most 32 copies per
+    pass (memory ~ 32 batches' activations).
   * **The (p,q) power method** (``exact=False``)::
 
       u_k = s_{q*}(J v_{k-1}),   v_k = s_p(J^T u_k),   norm = ||J v_K||_q
@@ -231,8 +232,8 @@ def operator_norm(f, x, p=2, q=2, *, num_iters=20, num_restarts=1, method="auto"
     too: then it is a lower bound, not the column maximum. For the NP-hard
     pairs (``(inf, 1)``, ``(inf, 2)``, ``p -> p`` with ``p != 1, 2``; Rohn
     2000, Hendrickx & Olshevsky 2010) and every other pair without a closed
-    form it is only a local maximum: raise ``num_restarts`` to tighten the
-    bound.
+    form it is the value at a fixed point of a local ascent, not
+    necessarily the maximum: raise ``num_restarts`` to tighten the bound.
 
   Where ``J = 0`` (a constant model, all-dead ReLUs) the norm is 0, ``u`` is
   0 and ``v`` is a finite unit vector (the start, or ``e_0``): never NaN.
@@ -319,7 +320,7 @@ def _operator_norm(f, x, p, q, *, num_iters, num_restarts, method, v0, training,
   x = _checks.float_input(x, "x")
   n = _jacobian_matrix.num_features(x)
   if v0 is not None:
-    v0 = check_start(v0, x)
+    v0 = _check_start(v0, x)
   fn = jacobian.as_logits_fn(f, training)
   qs = norms.dual_exponent(q)
 
@@ -360,7 +361,7 @@ def _operator_norm(f, x, p, q, *, num_iters, num_restarts, method, v0, training,
   return OperatorNormResult(norm=norm, v=v, u=u, exact=use_exact)
 
 
-def check_start(v0, x, name="v0"):
+def _check_start(v0, x, name="v0"):
   """Converts ``v0`` to ``x``'s dtype and checks that it is shaped like ``x``."""
   v0 = tf.convert_to_tensor(v0)
   if not v0.dtype.is_floating:

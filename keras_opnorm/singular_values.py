@@ -33,18 +33,16 @@ class SingularValuesResult(NamedTuple):
     vectors: ``[batch, k, *x.shape[1:]]``: the right singular vectors
       ``r_i`` (unit l2 norm, sign arbitrary), ``J r_i = sigma_i l_i``.
     left: ``[batch, k, d]``: the left singular vectors ``l_i`` (unit l2).
-    exact: Python bool, ``True`` when computed from the exact Jacobian.
   """
   values: tf.Tensor
   vectors: tf.Tensor
   left: tf.Tensor
-  exact: bool
 
 
 def _to_vectors(right, k, x):
   """``[b, n, m]`` columns -> ``[b, k, *x.shape[1:]]`` (first ``k``)."""
   right = tf.linalg.matrix_transpose(right[:, :, :k])
-  return tf.reshape(tf.cast(right, x.dtype), tf.concat([[tf.shape(x)[0], k], tf.shape(x)[1:]], 0))
+  return tf.reshape(tf.cast(right, x.dtype), [-1, k] + x.shape[1:].as_list())
 
 
 def _stack_copies(v):
@@ -74,12 +72,13 @@ def subspace_iteration(fn, x, basis, *, num_iters, jvp_mode="forward"):
     ``(s [b, m], left [b, d, m], right [b, n, m])``.
   """
   m = basis.shape[-1]
+  n = _jacobian_matrix.num_features(x)
   x_rep = tf.tile(x, [m] + [1] * (x.shape.rank - 1))
   as_input = lambda v: tf.reshape(_stack_copies(tf.linalg.matrix_transpose(v)), tf.shape(x_rep))
 
   def body(i, basis):
     _, _, g = _jacobian_matrix.jvp_and_vjp(fn, x_rep, as_input(basis), lambda jv: jv, jvp_mode)
-    w = _unstack_copies(tf.reshape(g, [tf.shape(g)[0], -1]), m)  # [b, n, m]
+    w = _unstack_copies(tf.reshape(g, [-1, n]), m)  # [b, n, m]
     q, _ = tf.linalg.qr(tf.stop_gradient(w))
     # A zero J^T J V (J = 0) keeps the previous basis.
     alive = tf.reduce_max(tf.abs(w), axis=[1, 2]) > 0
@@ -138,7 +137,7 @@ def singular_values(f, x, k=1, *, num_iters=20, method="auto", training=False, v
 
   Returns:
     A `SingularValuesResult` ``(values [batch, k], vectors [batch, k,
-    *x.shape[1:]], left [batch, k, d], exact)``.
+    *x.shape[1:]], left [batch, k, d])``.
 
   Raises:
     ValueError: ``k`` outside ``[1, min(d, n)]``, non-positive
@@ -202,7 +201,7 @@ def _singular_values(f, x, k, *, num_iters, method, training, v0, jvp_mode,
   values = tf.stop_gradient(s[:, :k])
   vectors = tf.stop_gradient(_to_vectors(right, k, x))
   left = tf.stop_gradient(tf.linalg.matrix_transpose(left[:, :, :k]))
-  return SingularValuesResult(values=values, vectors=vectors, left=left, exact=exact)
+  return SingularValuesResult(values=values, vectors=vectors, left=left)
 
 
 def _check_subspace_start(v0, x, m):

@@ -365,7 +365,14 @@ def _installation(model):
 
 
 def installed_objectives(model):
-  """Returns the objectives currently installed on ``model`` (a list)."""
+  """Returns the objectives currently installed on ``model``.
+
+  Args:
+    model: a Keras model.
+
+  Returns:
+    A list of `Objective`s, in installation order; empty when none is installed.
+  """
   inst = _installation(model)
   if inst is None:
     return []
@@ -373,7 +380,14 @@ def installed_objectives(model):
 
 
 def installed_step(model):
-  """Returns the `TrainStep` currently installed on ``model``, or None."""
+  """Returns the `TrainStep` currently installed on ``model``.
+
+  Args:
+    model: a Keras model.
+
+  Returns:
+    The installed `TrainStep`, or ``None`` when no objective is installed.
+  """
   inst = _installation(model)
   return None if inst is None else inst.step
 

@@ -85,11 +85,14 @@ class AggregationTest(tf.test.TestCase):
   def test_average_of_results(self):
     # Numbers and equal-length lists are averaged; strings and ragged lists
     # come from the first result.
-    a = {"loss": "logit", "mean": [1.0, 0.0], "n": 2, "ragged": [1], "nested": {"x": 1.0}}
-    b = {"loss": "ce", "mean": [0.0, 1.0], "n": 4, "ragged": [1, 2], "nested": {"x": 3.0}}
-    self.assertEqual(compare._average([a, b]),  # pylint: disable=protected-access
-                     {"loss": "logit", "mean": [0.5, 0.5], "n": 3.0, "ragged": [1],
-                      "nested": {"x": 2.0}})
+    a = {"loss": "logit", "mean": [1.0, 0.0], "n": 2, "k": 3, "ragged": [1],
+         "nested": {"x": 1.0}}
+    b = {"loss": "ce", "mean": [0.0, 1.0], "n": 4, "k": 3, "ragged": [1, 2],
+         "nested": {"x": 3.0}}
+    average = compare._average([a, b])  # pylint: disable=protected-access
+    self.assertEqual(average, {"loss": "logit", "mean": [0.5, 0.5], "n": 3.0, "k": 3,
+                               "ragged": [1], "nested": {"x": 2.0}})
+    self.assertIsInstance(average["k"], int)
 
   def test_claims_on_the_mean_and_per_seed(self):
     # Robust accuracies of two seeds: AT 0.30/0.34, opnorm 0.26/0.33 (means
@@ -143,6 +146,38 @@ class EndToEndTest(tf.test.TestCase):
     self.assertFalse(os.path.exists(os.path.join(out, "results.json")))
     self.assertEqual([f for f in os.listdir(out) if f.endswith(".tmp")], [])
 
+  def test_one_method_tiny(self):
+    # The whole path (train, evaluate, table, JSON, plots) for one method.
+    out = self.create_tempdir().full_path
+    with flagsaver.flagsaver(methods=["opnorm"], output_dir=out, plots=False, **_TINY):
+      compare.main(["compare"])
+    with open(os.path.join(out, "results.json")) as f:
+      results = json.load(f)
+    self.assertEqual(list(results["methods"]), ["opnorm"])
+    self.assertEqual(results["claims"], {})  # needs all four methods
+    self.assertEqual(results["plots"], [])
+    r = results["methods"]["opnorm"]
+    self.assertBetween(r["robust_accuracy"], 0.0, r["clean_accuracy"])
+    self.assertIn("opnorm", r["per_seed"][0]["history"])  # the regulariser's metric
+
+  @pytest.mark.slow
+  def test_tfds_dataset_with_a_cnn(self):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    out = self.create_tempdir().full_path
+    data_dir = self.create_tempdir().full_path
+    tiny = dict(_TINY, eval_examples=4, align_examples=2, batch_size=4)
+    with tfds.testing.mock_data(num_examples=8):
+      with flagsaver.flagsaver(dataset="mnist", model="small_cnn", data_dir=data_dir,
+                               methods=["standard", "spectral"], output_dir=out,
+                               plots=False, **tiny):
+        compare.main(["compare"])
+    with open(os.path.join(out, "results.json")) as f:
+      results = json.load(f)
+    self.assertEqual(results["dataset"]["input_shape"], [28, 28, 1])
+    self.assertEqual(results["eval_examples"], 4)
+    self.assertEqual(list(results["methods"]), ["standard", "spectral"])
+
+  @pytest.mark.slow
   def test_all_methods_tiny(self):
     out = self.create_tempdir().full_path
     with flagsaver.flagsaver(output_dir=out, **_TINY):

@@ -587,8 +587,9 @@ def _columns(cfg):
   columns = [
       ("clean acc", "clean_accuracy", "{:.3f}"),
       ("robust acc", "robust_accuracy", "{:.3f}"),
-      ("mean ||J||", "mean_operator_norm", "{:.3g}"),
-      ("mean ||PJ||", "mean_operator_norm_centered", "{:.3g}"),
+      # U+2016 (double vertical line): a plain "|" would split a Markdown cell.
+      ("mean \u2016J\u2016", "mean_operator_norm", "{:.3g}"),
+      ("mean \u2016PJ\u2016", "mean_operator_norm_centered", "{:.3g}"),
       ("align CE", "alignment_rank1_ce", "{:.2f}"),
       ("align CE (PJ)", "alignment_rank1_ce_centered", "{:.2f}"),
       ("align logit", "alignment_rank1_logit", "{:.2f}"),
@@ -641,7 +642,7 @@ def format_table(results, cfg):
       f"{seeds}.",
       f"robust acc: accuracy under PGD-{cfg.num_steps} (l{p}, cross-entropy, "
       f"{cfg.num_restarts} restart(s)) at eps.",
-      f"||J||: mean ||J_f(x)||_({p},{q}); PJ: the same for the centered logits "
+      f"\u2016J\u2016: mean ||J_f(x)||_({p},{q}); PJ: the same for the centered logits "
       "f - mean_i f_i (what cross-entropy sees).",
       f"align: mean |cos| between the l{p} PGD perturbation at eps and the top right "
       "singular vector of J (or PJ), for the cross-entropy (CE) attack and the "
@@ -706,8 +707,9 @@ def check_claims(results):
 def _average(values):
   """Field-wise mean of equal-shaped JSON results (numbers and lists of numbers).
 
-  Non-numeric fields, and fields whose shape differs between the values, are
-  taken from the first value.
+  Non-numeric fields, numbers equal in every value (counts such as
+  ``num_steps``) and fields whose shape differs between the values are taken
+  from the first value.
   """
   first = values[0]
   if isinstance(first, dict):
@@ -716,6 +718,8 @@ def _average(values):
   if isinstance(first, bool) or first is None or isinstance(first, str):
     return first
   if isinstance(first, (int, float)):
+    if all(v == first for v in values):
+      return first  # e.g. num_steps, k: keep the integer
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
       return float(np.mean(values))
     return first
