@@ -54,4 +54,36 @@ from keras_opnorm import datasets
 from keras_opnorm import models
 # [/datasets]
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+__all__ = [
+    # lp geometry and Jacobian products.
+    "dual_exponent",
+    "lp_norm",
+    "project_lp_ball",
+    "random_lp_ball",
+    "steepest_ascent",
+    "jvp",
+    "vjp",
+    # Operator norms and singular values.
+    "OperatorNormResult",
+    "operator_norm",
+    "SingularValuesResult",
+    "singular_values",
+    # Attacks.
+    "attack_loss",
+    "crossentropy_loss",
+    "kl_loss",
+    "logit_distance_loss",
+    "pgd_attack",
+    # Training.
+    "RobustModel",
+    # Submodules.
+    "attacks",
+    "callbacks",
+    "datasets",
+    "evaluation",
+    "layers",
+    "models",
+    "objectives",
+    "plots",
+    "training",
+]
