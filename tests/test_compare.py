@@ -61,6 +61,22 @@ class FlagValidationTest(parameterized.TestCase, tf.test.TestCase):
     self._main_fails(r"cifar10 is not prepared under .*tfds build cifar10",
                      dataset="cifar10", model="small_cnn", data_dir=data_dir)
 
+  def test_failed_run_leaves_no_new_directory(self):
+    # The output directory (and its missing parents) do not exist yet: the
+    # writability check must not leave them behind when the data turns out
+    # not to be prepared.
+    parent = os.path.join(self.create_tempdir().full_path, "new")
+    out = os.path.join(parent, "out")
+    self._main_fails(r"cifar10 is not prepared", dataset="cifar10", model="small_cnn",
+                     data_dir=self.create_tempdir().full_path, output_dir=out)
+    self.assertFalse(os.path.exists(parent))
+
+  def test_validate_checks_without_creating(self):
+    parent = os.path.join(self.create_tempdir().full_path, "new")
+    cfg = compare.validate(compare.Config(output_dir=os.path.join(parent, "out")))
+    self.assertEqual(cfg.output_dir, os.path.join(parent, "out"))
+    self.assertFalse(os.path.exists(parent))
+
   def test_unexpected_positional_argument(self):
     with self.assertRaisesRegex(app.UsageError, "Unexpected arguments: extra"):
       compare.main(["compare", "extra"])
@@ -147,8 +163,9 @@ class EndToEndTest(tf.test.TestCase):
     self.assertEqual([f for f in os.listdir(out) if f.endswith(".tmp")], [])
 
   def test_one_method_tiny(self):
-    # The whole path (train, evaluate, table, JSON, plots) for one method.
-    out = self.create_tempdir().full_path
+    # The whole path (train, evaluate, table, JSON, plots) for one method,
+    # into an output directory that the run creates when it writes.
+    out = os.path.join(self.create_tempdir().full_path, "new", "out")
     with flagsaver.flagsaver(methods=["opnorm"], output_dir=out, plots=False, **_TINY):
       compare.main(["compare"])
     with open(os.path.join(out, "results.json")) as f:

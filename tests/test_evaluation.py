@@ -253,6 +253,131 @@ class AlignmentTest(parameterized.TestCase, tf.test.TestCase):
       evaluation.alignment(_linear_model(np.eye(2)), np.ones((1, 2)), epsilon=0.0)
 
 
+class MarginAlignmentTest(parameterized.TestCase, tf.test.TestCase):
+  """margin_alignment on linear models f(x) = W x, where J = W everywhere.
+
+  For p = 2 the margin direction is s_2(W^T e) with e = (e_j - e_y)/sqrt(2),
+  i.e. (w_j - w_y) / ||w_j - w_y|| (w_i the i-th row of W, j the strongest
+  wrong class at x), and J's top output direction is u_1, numpy's top left
+  singular vector of W.
+  """
+
+  def test_three_classes_closed_forms(self):
+    # sigma(W) = 5.10, 1.50, 0.85: the l2 logit attack with a large step is
+    # the power method on W^T W (error ratio (1.50/5.10)^2 = 0.087 per step),
+    # so delta_lq = +-eps v_1 after 10 steps: logit_v = 1 and
+    # logit_margin = |<v_1, w_j - w_y>| / ||w_j - w_y||.
+    w = np.array([[4.0, 1.0, 0.0, 0.0],
+                  [-3.0, 0.0, 1.0, 0.0],
+                  [0.0, 1.0, 0.0, 1.0]], np.float32)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((7, 4)).astype(np.float32)
+    y = rng.integers(0, 3, size=7)
+    result = evaluation.margin_alignment(
+        _linear_model(w), x, y, epsilon=0.1, p=2, q=2, num_steps=10, step_size=10.0,
+        batch_size=3)  # 7 = 3 + 3 + 1: the last batch is padded
+    logits = x @ w.T
+    logits[np.arange(7), y] = -np.inf
+    j = np.argmax(logits, axis=1)
+    self.assertEqual(result.wrong_class, j.tolist())
+    self.assertEqual(result.num_examples, 7)
+    u, sigma, vt = np.linalg.svd(w.astype(np.float64))
+    e = (np.eye(3)[j] - np.eye(3)[y]) / math.sqrt(2.0)  # [7, 3]
+    # u_margin = |<u_1, e>| (u_1 and e have unit norm).
+    self.assertAllClose(result.u_margin_values, np.abs(e @ u[:, 0]), atol=1e-5)
+    self.assertAllClose(result.logit_v_values, np.ones(7), atol=1e-4)
+    diff = w[j] - w[y]
+    margin_dir = diff / np.linalg.norm(diff, axis=1, keepdims=True)
+    expected = np.abs(margin_dir @ vt[0])
+    self.assertAllClose(result.logit_margin_values, expected, atol=1e-4)
+    # The docstring's identity: with c_r = <u_r, e>, |cos(W^T e, v_1)| =
+    # sigma_1 |c_1| / sqrt(sum_r sigma_r^2 c_r^2) (W^T e = sum_r sigma_r c_r v_r).
+    c = e @ u
+    self.assertAllClose(
+        sigma[0] * np.abs(c[:, 0]) / np.sqrt(np.sum((sigma * c) ** 2, axis=1)), expected,
+        atol=1e-6)
+    self.assertAllClose(result.u_margin, np.mean(result.u_margin_values))
+    self.assertAllClose(result.logit_margin, np.mean(expected), atol=1e-4)
+    for name in ("ce_v", "ce_margin"):
+      self.assertBetween(getattr(result, name), 0.0, 1.0)
+
+  @parameterized.named_parameters(
+      ("l2", 2.0, False), ("l2_xla", 2.0, True), ("linf", float("inf"), False))
+  def test_two_classes_crossentropy_follows_the_margin(self, p, jit_compile):
+    # Two classes: softmax - e_y = +-pi_j (e_1 - e_0), so grad_x CE is a
+    # positive multiple of W^T e = (w_j - w_y) / sqrt(2) at every point.
+    # Without a random start every PGD step moves along s_p(w_j - w_y):
+    # delta_ce = eps s_p(w_j - w_y) (for linf every coordinate of w_1 - w_0
+    # below is non-zero, so the sign has no zeros), hence ce_margin = 1, and
+    # for p = 2: ce_v = |<w_1 - w_0, v_1>| / ||w_1 - w_0||.
+    w = np.array([[1.0, 2.0, 0.5], [-1.0, 0.5, 2.0]], np.float32)
+    x = np.array([[0.1, 0.2, 0.3], [-0.3, 0.1, 0.2], [0.2, -0.1, 0.0]], np.float32)
+    y = np.array([0, 1, 1])
+    result = evaluation.margin_alignment(
+        _linear_model(w), x, y, epsilon=0.1, p=p, num_steps=5, random_start=False,
+        jit_compile=jit_compile)
+    self.assertEqual(result.wrong_class, [1, 0, 0])
+    self.assertAllClose(result.ce_margin_values, np.ones(3), atol=1e-5)
+    if p == 2.0:
+      vt = np.linalg.svd(w.astype(np.float64))[2]
+      diff = w[1] - w[0]
+      self.assertAllClose(result.ce_v, abs(diff @ vt[0]) / np.linalg.norm(diff), atol=1e-4)
+
+  def test_top_output_direction_orthogonal_to_the_margin(self):
+    # W = c 1 a^T + B (see _shift_dominated): u_1 = 1/sqrt(3) and v_1 = a.
+    # Every e = (e_j - e_y)/sqrt(2) sums to zero, so u_margin = |<u_1, e>| = 0.
+    # W^T e = B^T e = s b_in <b_out, e> with <b_out, e> in {+-1/2, +-1} != 0,
+    # and the CE gradient W^T (softmax - e_y) is a multiple of b_in too: the CE
+    # perturbation is +-eps b_in, along the margin direction (ce_margin = 1)
+    # and orthogonal to v_1 = a (ce_v = 0), while the logit attack (the
+    # power method, sigma_2/sigma_1 = 1/(3 sqrt(3))) finds v_1: logit_v = 1,
+    # logit_margin = |<a, b_in>| = 0.
+    w, _, _, _, _ = _shift_dominated()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 5)).astype(np.float32)
+    y = rng.integers(0, 3, size=6)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    result = evaluation.margin_alignment(
+        _linear_model(w), ds, epsilon=0.2, num_steps=5, step_size=10.0, random_start=False)
+    self.assertEqual(result.num_examples, 6)
+    self.assertAllClose(result.u_margin_values, np.zeros(6), atol=1e-5)
+    self.assertAllClose(result.ce_margin_values, np.ones(6), atol=1e-5)
+    self.assertAllClose(result.ce_v_values, np.zeros(6), atol=1e-5)
+    self.assertAllClose(result.logit_v_values, np.ones(6), atol=1e-4)
+    self.assertAllClose(result.logit_margin_values, np.zeros(6), atol=1e-3)
+
+  def test_json_round_trip(self):
+    w = np.array([[1.0, 0.0], [0.0, 2.0]], np.float32)
+    result = evaluation.margin_alignment(
+        _linear_model(w), np.ones((2, 2), np.float32), [0, 1], epsilon=0.1, num_steps=2)
+    d = result.to_dict()
+    back = evaluation.MarginAlignmentResult.from_dict(json.loads(json.dumps(d, allow_nan=False)))
+    self.assertEqual(back, result)
+    summary = result.to_dict(per_example=False)
+    self.assertNotIn("u_margin_values", summary)
+    self.assertNotIn("wrong_class", summary)
+    self.assertIsInstance(summary["u_margin"], float)
+
+  def test_bad_input(self):
+    model = _linear_model(np.eye(2))
+    x = np.ones((3, 2), np.float32)
+    with self.assertRaisesRegex(ValueError, "`y` is required"):
+      evaluation.margin_alignment(model, x, epsilon=0.1)
+    with self.assertRaisesRegex(ValueError, "`epsilon` must be a positive"):
+      evaluation.margin_alignment(model, x, [0, 1, 0], epsilon=0.0)
+    with self.assertRaisesRegex(ValueError, "`epsilon` must be a positive"):
+      evaluation.margin_alignment(model, x, [0, 1, 0], epsilon=-1.0)
+    with self.assertRaisesRegex(ValueError, "`epsilon` must be a single"):
+      evaluation.margin_alignment(model, x, [0, 1, 0], epsilon=[0.1, 0.2])
+    with self.assertRaisesRegex(ValueError, "`num_steps` must be a positive integer"):
+      evaluation.margin_alignment(model, x, [0, 1, 0], epsilon=0.1, num_steps=0)
+    with self.assertRaisesRegex(ValueError, "same number of examples"):
+      evaluation.margin_alignment(model, x, [0, 1], epsilon=0.1)
+    ds = tf.data.Dataset.from_tensor_slices(x).batch(2)
+    with self.assertRaisesRegex(ValueError, "must yield"):
+      evaluation.margin_alignment(model, ds, epsilon=0.1)
+
+
 class RobustAccuracyTest(parameterized.TestCase, tf.test.TestCase):
 
   def _binary_problem(self, n=4, count=40, seed=0):

@@ -25,7 +25,7 @@ clean accuracy and lp PGD accuracy over a sweep of radii, the mean
 perturbations (cross-entropy and lq-logit losses) with the right singular
 vectors of ``J`` and ``P J`` next to a random direction, and the Jacobian's
 top singular values. The command prints a table and writes ``results.json``
-(atomically), ``table.md`` and four PNG plots to ``--output_dir``.
+(atomically), ``table.md`` and the PNG plots to ``--output_dir``.
 
 The defaults reproduce the l2 comparison on scikit-learn's 8x8 digits
 (no network needed) in a few minutes on two CPU cores:
@@ -56,11 +56,8 @@ import tensorflow as tf
 import keras_opnorm
 from keras_opnorm import datasets
 from keras_opnorm import evaluation
-from keras_opnorm import jacobian
 from keras_opnorm import models
 from keras_opnorm import norms
-from keras_opnorm.attacks import pgd_attack
-from keras_opnorm.operator_norm import operator_norm
 
 # Names of the methods, in the order they are trained and shown.
 METHODS = ("standard", "adversarial", "opnorm", "spectral")
@@ -210,14 +207,40 @@ def _default_output_dir(cfg):
 
 
 def _check_writable(directory):
-  """Creates ``directory`` and checks a file can be written there."""
+  """Checks that ``directory`` can be created (where missing) and written to.
+
+  The check leaves no trace: the directories it had to create are removed
+  again, so a run that fails later (a dataset that is not prepared, bad
+  data) does not leave an empty folder behind. `run_comparison` creates the
+  directory only when it writes the outputs.
+  """
+  created = []
   try:
-    os.makedirs(directory, exist_ok=True)
+    missing = []
+    path = os.path.abspath(directory)
+    while not os.path.lexists(path):
+      missing.append(path)
+      parent = os.path.dirname(path)
+      if parent == path:
+        break
+      path = parent
+    for path in reversed(missing):
+      try:
+        os.mkdir(path)
+      except FileExistsError:
+        continue  # created by someone else meanwhile: not ours to remove
+      created.append(path)
     with tempfile.NamedTemporaryFile(dir=directory, prefix=".write_test_"):
       pass
   except OSError as e:
     _fail(f"--output_dir must be a writable directory. Received: --output_dir={directory!r} "
           f"({e.strerror or e})")
+  finally:
+    for path in reversed(created):
+      try:
+        os.rmdir(path)
+      except OSError:
+        pass  # no longer empty: someone else is using it
 
 
 def validate(cfg):
@@ -442,66 +465,6 @@ def train(method, cfg, info, flatten):
 # ---------------------------------------------------------------------------
 
 
-def _abs_cos(a, b):
-  """Per-example ``|<a, b>| / (||a||_2 ||b||_2)`` (0 for a zero vector), ``[batch]``."""
-  a = tf.reshape(tf.cast(a, tf.float32), [tf.shape(a)[0], -1])
-  b = tf.reshape(tf.cast(b, tf.float32), [tf.shape(b)[0], -1])
-  scale = tf.norm(a, axis=1) * tf.norm(b, axis=1)
-  safe = tf.where(scale > 0, scale, tf.ones_like(scale))
-  return tf.where(scale > 0, tf.abs(tf.reduce_sum(a * b, axis=1)) / safe, tf.zeros_like(scale))
-
-
-def margin_diagnostics(model, x, y, *, epsilon, p, q, num_steps, clip, batch_size=256):
-  """Which directions the PGD perturbations follow, and why CE differs from lq-logit.
-
-  Cross-entropy at a correctly classified ``x`` grows mainly through the
-  margin ``m(x) = f_j(x) - f_y(x)`` to the strongest wrong class ``j``. In a
-  linear region the lp-ball maximiser of the linearised margin is
-  ``s_p(J^T e)``, ``e = (e_j - e_y) / sqrt(2)``: the "top singular vector" of
-  the 1 x n margin Jacobian ``e^T J``. Whether the CE perturbation is aligned
-  with the top (p,q) singular vector ``v`` of the whole ``J`` then depends on
-  whether ``J``'s top output direction ``u = s_{q*}(J v)`` is a margin
-  direction. Per example, with ``v, u`` from `keras_opnorm.operator_norm`:
-
-  * ``ce_v``, ``logit_v``: ``|cos(delta, v)|`` for the CE and the lq-logit
-    PGD perturbation ``delta`` (for p = q = 2 the rank-1 alignment of
-    `evaluation.alignment`; for other p the alignment with the (p,q) power
-    method's maximiser, which is what the theorem predicts PGD converges to);
-  * ``ce_margin``, ``logit_margin``: ``|cos(delta, s_p(J^T e))|``;
-  * ``u_margin``: ``|<u, e>| / ||u||_2``, how much the top output direction of
-    ``J`` is the margin direction (1: the same, 0: orthogonal).
-
-  Returns:
-    A dict of means over the examples (Python floats).
-  """
-  fn = jacobian.as_logits_fn(model)
-  sqrt2 = math.sqrt(2.0)
-
-  def kernel(xb, yb):
-    result = operator_norm(model, xb, p, q)
-    logits = fn(xb)
-    d = tf.shape(logits)[-1]
-    e_y = tf.one_hot(yb, d, dtype=logits.dtype)
-    j = tf.argmax(logits - 1e9 * e_y, axis=-1, output_type=tf.int32)
-    e = (tf.one_hot(j, d, dtype=logits.dtype) - e_y) / sqrt2
-    _, g = jacobian.vjp(fn, xb, e)
-    margin_dir = norms.steepest_ascent(g, p)
-    attack = dict(epsilon=epsilon, p=p, num_steps=num_steps, clip=clip)
-    d_ce = pgd_attack(model, xb, yb, loss="crossentropy", **attack) - xb
-    d_lq = pgd_attack(model, xb, yb, loss="logit", q=q, **attack) - xb
-    return {
-        "ce_v": _abs_cos(d_ce, result.v), "logit_v": _abs_cos(d_lq, result.v),
-        "ce_margin": _abs_cos(d_ce, margin_dir), "logit_margin": _abs_cos(d_lq, margin_dir),
-        "u_margin": _abs_cos(result.u, e),
-    }
-
-  kernel = tf.function(kernel, reduce_retracing=True)
-  parts = [kernel(tf.constant(x[i:i + batch_size]), tf.constant(y[i:i + batch_size]))
-           for i in range(0, len(x), batch_size)]
-  return {k: float(np.mean(np.concatenate([part[k].numpy() for part in parts])))
-          for k in parts[0]}
-
-
 def _subspace_energy(result, r):
   """Mean ``sqrt(sum_{i <= r} cos_i^2)``: the share of the perturbation in span(v_1..v_r)."""
   cos = np.asarray(result.cosines)[:, :r]
@@ -542,8 +505,8 @@ def evaluate(model, x, y, cfg, info):
                                                  loss="crossentropy", **sweep)
   align_eps_logit = evaluation.alignment_vs_epsilon(model, x_align, y_align, loss="logit",
                                                     **sweep)
-  margin = margin_diagnostics(model, x_align, y_align, epsilon=cfg.epsilon, p=cfg.p, q=cfg.q,
-                              num_steps=cfg.num_steps, clip=clip)
+  margin = evaluation.margin_alignment(model, x_align, y_align, epsilon=cfg.epsilon, p=cfg.p,
+                                       q=cfg.q, num_steps=cfg.num_steps, clip=clip, **common)
   summary = {
       "clean_accuracy": curve.clean_accuracy,
       "robust_accuracy": curve.accuracy_at(cfg.epsilon),
@@ -559,11 +522,11 @@ def evaluate(model, x, y, cfg, info):
       "logit_shift_rank1": align_ce.logit_shift[0],
       "alignment_ce_top3": _subspace_energy(align_ce, 3),
       "alignment_logit_top3": _subspace_energy(align_logit, 3),
-      "alignment_ce_opnorm_v": margin["ce_v"],
-      "alignment_logit_opnorm_v": margin["logit_v"],
-      "alignment_ce_margin": margin["ce_margin"],
-      "alignment_logit_margin": margin["logit_margin"],
-      "top_output_direction_margin": margin["u_margin"],
+      "alignment_ce_opnorm_v": margin.ce_v,
+      "alignment_logit_opnorm_v": margin.logit_v,
+      "alignment_ce_margin": margin.ce_margin,
+      "alignment_logit_margin": margin.logit_margin,
+      "top_output_direction_margin": margin.u_margin,
   }
   details = {
       "robust_accuracy_curve": curve.to_dict(),
@@ -829,6 +792,9 @@ def run_comparison(cfg):
   evaluations = {m: _average(details[m]) for m in cfg.methods}
   table = format_table(results, cfg)
   claims = check_claims(results)
+  # Created only now (validate() checked it can be), so that a run failing
+  # earlier (data not prepared, an interrupt) leaves no empty folder behind.
+  os.makedirs(cfg.output_dir, exist_ok=True)
   files = _plots(evaluations, cfg) if cfg.plots else []
   _write_text_atomic(os.path.join(cfg.output_dir, "table.md"), table)
   out = {
