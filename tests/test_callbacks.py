@@ -265,6 +265,33 @@ class BackupAndRestoreTest(tf.test.TestCase):
     # A finished run removes its backup, like BackupAndRestore does.
     self.assertEqual(tf.io.gfile.glob(os.path.join(backup_dir, "keras_opnorm_*")), [])
 
+class TracingTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      ("adversarial", lambda: callbacks.AdversarialTraining(epsilon=0.1, num_steps=2)),
+      ("adversarial_logit", lambda: callbacks.AdversarialTraining(
+          epsilon=0.1, num_steps=2, loss="logit")),
+      ("opnorm", lambda: callbacks.OperatorNormRegularization(epsilon=0.1, num_iters=2)),
+      ("spectral", lambda: callbacks.SpectralNormRegularization()),
+  )
+  def test_first_fit_traces_objective_once(self, make_callback):
+    # Objectives declare `metric_names`, so the step's metric trackers exist
+    # before tracing and TensorFlow traces the step once (not twice) over a
+    # 2-epoch fit; the keys declared are exactly the keys logged.
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(3)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    callback = make_callback()
+    objective = callback.objective
+    traces = []
+    call = objective.call
+    objective.call = lambda *args, **kwargs: traces.append(1) or call(*args, **kwargs)
+    rng = np.random.default_rng(0)
+    history = model.fit(rng.random((32, 4), np.float32), rng.integers(0, 3, 32), epochs=2,
+                        batch_size=8, verbose=0, callbacks=[callback])
+    self.assertLen(traces, 1)
+    self.assertSameElements(set(history.history) - {"loss"}, objective.metric_names)
+
 
 if __name__ == "__main__":
   tf.test.main()

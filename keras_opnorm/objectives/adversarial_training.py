@@ -325,6 +325,12 @@ class AdversarialTraining(base.Objective):
     metrics[f"{self.name}_loss"] = tf.stop_gradient(mean_loss)
     return loss, metrics
 
+  @property
+  def metric_names(self):
+    if self.loss == "crossentropy":
+      return (f"{self.name}_accuracy", f"{self.name}_loss")
+    return (f"{self.name}_loss",)
+
   def _check_width(self, logits):
     d = logits.shape[-1]
     if d is not None and d < 2 and self.loss in ("crossentropy", "kl"):

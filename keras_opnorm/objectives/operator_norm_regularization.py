@@ -192,6 +192,10 @@ class OperatorNormRegularization(base.Objective):
                        f"jvp_mode={jvp_mode!r}")
     self.jvp_mode = jvp_mode
 
+  @property
+  def metric_names(self):
+    return (self.name, f"{self.name}_loss")
+
   def call(self, model, x, y, y_pred, sample_weight=None):
     del y
     x = _checks.float_input(x, "x")

@@ -210,6 +210,10 @@ class SpectralNormRegularization(base.Objective):
     """The regularised layers, in the order of the persistent vectors."""
     return [layer for layer, _, _ in self._kernels]
 
+  @property
+  def metric_names(self):
+    return (f"{self.name}_max", f"{self.name}_loss")
+
   def call(self, model, x, y, y_pred, sample_weight=None):
     del model, x, y, y_pred, sample_weight
     sigmas = []
