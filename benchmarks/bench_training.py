@@ -42,6 +42,14 @@ inference mode, the penalty's pass in training mode):
 * ``opnorm_jac``: the same, Jacobian form;
 * ``spectral``: `SpectralNormRegularization`, weight 3e-4, one iteration.
 
+Known: with XLA, the Jacobian form (library and hand-written alike) is
+recompiled at every step: back-propagating through a forward-mode
+(``ForwardAccumulator``) product of a network with a bias makes TensorFlow
+2.21's XLA launcher treat the input and all weights as compile-time
+constants ("Must be const args" in ``TF_CPP_VMODULE=xla_launch_util=2``), so
+each weight update misses the compilation cache; its XLA row measures
+compilation. ``jvp_mode='double_backward'`` avoids it.
+
 Usage::
 
   python -m benchmarks.bench_training

@@ -126,12 +126,23 @@ def _initial_directions(x, v0, p, num_restarts, seed):
   """``[num_restarts * batch, ...]`` unit lp starts: ``v0`` (if any) then random."""
   batch = tf.shape(x)[0]
   shape = [num_restarts * batch] + x.shape[1:].as_list()  # Static features.
-  starts = norms.random_direction(shape, p, dtype=x.dtype, seed=seed)  # One draw.
+
+  def draw():  # One draw for all restarts.
+    return norms.random_direction(shape, p, dtype=x.dtype, seed=seed)
+
   if v0 is None:
-    return starts
+    return draw()
   # A zero row of v0 has no direction: that example starts at random.
-  zero = _jacobian_matrix.per_example(norms.lp_norm(v0, _INF) <= 0, v0)
-  first = tf.where(zero, starts[:batch], norms.normalize(v0, p))
+  zero_rows = norms.lp_norm(v0, _INF) <= 0
+  zero = _jacobian_matrix.per_example(zero_rows, v0)
+  first = norms.normalize(v0, p)
+  if num_restarts == 1:
+    # Draw only when some row needs it (the draw costs as much as a few
+    # iterations of a small model under XLA on CPU).
+    return tf.cond(tf.reduce_any(zero_rows), lambda: tf.where(zero, draw(), first),
+                   lambda: first)
+  starts = draw()
+  first = tf.where(zero, starts[:batch], first)
   return tf.concat([first, starts[batch:]], axis=0)
 
 
