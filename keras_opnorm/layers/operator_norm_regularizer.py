@@ -60,8 +60,8 @@ class OperatorNormRegularizer(keras.layers.Layer):
       Defaults to `True`.
     update_batch_stats: let the penalty's forward pass update batch-norm
       moving statistics. Defaults to `False`.
-    jvp_mode: ``'forward'`` or ``'double_backward'``. Defaults to
-      `'forward'`.
+    jvp_mode: ``'forward'`` or ``'double_backward'`` products of the power
+      iterations. Defaults to `'forward'`.
     **kwargs: ``keras.layers.Layer`` arguments (``name``, ``dtype``, ...).
 
   Raises:
