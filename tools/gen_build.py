@@ -29,6 +29,10 @@ _TEMPLATE = '''py_test(
         "{runner}",
     ],
     args = ["{src}"],
+    # No generated tests/__init__.py: pytest then puts tests/ on sys.path
+    # (rootdir-less "prepend" import mode), as in a plain pytest run, so
+    # tests can import their helper modules (training_testlib).
+    legacy_create_init = False,
     main = "{runner}",
     deps = [":test_support"],
 )
