@@ -52,6 +52,29 @@ def exponent(value, name):
   return norms.validate_exponent(value, name)
 
 
+def one_of(value, choices, name):
+  """Returns ``value`` if it is one of the strings ``choices``, else raises."""
+  if not isinstance(value, str) or value not in choices:
+    raise ValueError(f"`{name}` must be one of {choices}. Received: {name}={value!r}")
+  return value
+
+
+def not_differentiable(f, derivative="gradient", of="f(x)"):
+  """The ValueError for a ``None`` derivative of ``of`` with respect to ``x``.
+
+  Args:
+    f: the model or callable, named in the message as ``f`` (by its
+      ``__name__`` if it has one).
+    derivative: ``'gradient'`` or ``'forward-mode derivative'``.
+    of: what was differentiated. Defaults to `"f(x)"`.
+  """
+  return ValueError(
+      f"`f` is not differentiable with respect to its input: the {derivative} "
+      f"of {of} with respect to x is None (is there a stop_gradient, argmax, "
+      f"integer cast or a non-TensorFlow computation in f?). Received: "
+      f"f={getattr(f, '__name__', f)!r}")
+
+
 def float_input(x, name="x"):
   """Converts a batch to a float32 (or float64) tensor of rank >= 2.
 
@@ -78,12 +101,6 @@ def float_input(x, name="x"):
         f"`{name}` must be a batch of rank >= 2 ([batch, ...]). Received: "
         f"{name} with shape={x.shape}")
   return x
-
-
-def assert_finite(x, name="x"):
-  """Graph-safe check that ``x`` holds no NaN or inf (raises InvalidArgumentError)."""
-  return tf.debugging.assert_all_finite(
-      x, f"`{name}` must be finite: it contains NaN or inf values.")
 
 
 def logits(out, batch_size, name="f(x)"):

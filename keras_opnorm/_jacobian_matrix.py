@@ -16,19 +16,13 @@ import math
 
 import tensorflow as tf
 
+from keras_opnorm import _checks
 from keras_opnorm import jacobian
 from keras_opnorm import norms
 
 # Copies of the batch pushed through the network at once when the Jacobian
 # is built exactly (bounds memory to ~this many forward/backward passes).
 MAX_COPIES_PER_PASS = 32
-
-
-def _not_differentiable(kind):
-  return ValueError(
-      f"`f` is not differentiable with respect to its input: the {kind} of "
-      "f(x) with respect to x is None (is there a stop_gradient, argmax, "
-      "integer cast or a non-TensorFlow computation in f?).")
 
 
 def num_features(x, name="x"):
@@ -71,24 +65,17 @@ def jvp_and_vjp(fn, x, v, u_of_jv, mode="forward"):
         y = fn(x)
     jv = acc.jvp(y)
     if jv is None:
-      raise _not_differentiable("forward-mode derivative")
+      raise _checks.not_differentiable(fn, "forward-mode derivative")
     jv = tf.cast(jv, y.dtype)
   else:
     with tf.GradientTape(watch_accessed_variables=False, persistent=True) as tape:
       tape.watch(x)
       y = fn(x)
-    with tf.GradientTape(watch_accessed_variables=False) as outer:
-      z = tf.zeros_like(y)
-      outer.watch(z)
-      g0 = tape.gradient(y, x, output_gradients=z)
-      if g0 is None:
-        raise _not_differentiable("gradient")
-      s = tf.reduce_sum(g0 * tf.cast(v, g0.dtype))
-    jv = outer.gradient(s, z)
+    jv = jacobian.double_backward_jvp(fn, tape, y, x, v)
   u = u_of_jv(jv)
   g = tape.gradient(y, x, output_gradients=tf.cast(u, y.dtype))
   if g is None:
-    raise _not_differentiable("gradient")
+    raise _checks.not_differentiable(fn)
   return jv, u, tf.cast(g, x.dtype)
 
 

@@ -231,13 +231,6 @@ def _sparse_l1_direction(g, sparsity):
   return tf.reshape(e, shape)
 
 
-def _per_example(t, like):
-  t = tf.convert_to_tensor(t, dtype=like.dtype)
-  if t.shape.rank == 0:
-    return t
-  return tf.reshape(t, [-1] + [1] * (like.shape.rank - 1))
-
-
 # ----------------------------------------------------------------------------
 # Argument checks.
 # ----------------------------------------------------------------------------
@@ -492,10 +485,7 @@ def pgd_attack(f,
   num_steps = _checks.positive_int(num_steps, "num_steps")
   num_restarts = _checks.positive_int(num_restarts, "num_restarts")
   loss_fn = attack_loss(loss, q=q)
-  if not isinstance(loss, str):
-    loss_name = None
-  else:
-    loss_name = loss
+  loss_name = loss if isinstance(loss, str) else None
   if isinstance(l1_sparsity, (bool, np.bool_)) or not isinstance(
       l1_sparsity, (numbers.Real, np.number)) or not 0.0 <= float(l1_sparsity) <= 1.0:
     raise ValueError(f"`l1_sparsity` must be a number in [0, 1]. Received: "
@@ -525,8 +515,8 @@ def pgd_attack(f,
   checks = _same_batch(x, y, "y") if y is not None else []
   with tf.control_dependencies(checks):
     x = tf.identity(x) if checks else x
-  eps_b = _per_example(eps, x)
-  alpha_b = _per_example(alpha, x)
+  eps_b = norms._per_example(eps, x)  # pylint: disable=protected-access
+  alpha_b = norms._per_example(alpha, x)  # pylint: disable=protected-access
   sign = -1.0 if targeted else 1.0
 
   # Clean logits: once, and only when the loss or y=None needs them.
@@ -561,11 +551,7 @@ def pgd_attack(f,
       objective = sign * tf.reduce_sum(loss_fn(logits_adv, logits_clean, y))
     g = tape.gradient(objective, x_adv)
     if g is None:
-      raise ValueError(
-          "`f` is not differentiable with respect to its input: the gradient of "
-          "the attack loss with respect to x is None (is there a stop_gradient, "
-          "argmax, integer cast or a non-TensorFlow computation in f?). Received: "
-          f"f={f!r}")
+      raise _checks.not_differentiable(f, of="the attack loss")
     s = direction(g, x_adv)
     delta = norms.project_lp_ball(x_adv + alpha_b * s - x, eps, p)
     return box(x + delta)

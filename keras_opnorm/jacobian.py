@@ -81,11 +81,7 @@ def vjp(fn, x, u):
     y = fn(x)
   g = tape.gradient(y, x, output_gradients=tf.cast(u, y.dtype))
   if g is None:
-    raise ValueError(
-        "`f` is not differentiable with respect to its input: the gradient of "
-        "f(x) with respect to x is None (is there a stop_gradient, argmax, "
-        "integer cast or a non-TensorFlow computation in f?). Received: "
-        f"f={getattr(fn, '__name__', fn)!r}")
+    raise _checks.not_differentiable(fn)
   return y, tf.cast(g, x.dtype)
 
 
@@ -110,32 +106,48 @@ def jvp(fn, x, v, mode="forward"):
     ValueError: for an unknown ``mode`` or a model that does not depend
       differentiably on ``x``.
   """
-  if mode not in JVP_MODES:
-    raise ValueError(f"`jvp_mode` must be one of {JVP_MODES}. Received: jvp_mode={mode!r}")
+  _checks.one_of(mode, JVP_MODES, "jvp_mode")
   v = tf.cast(v, x.dtype)
   if mode == "forward":
     with tf.autodiff.ForwardAccumulator(x, v) as acc:
       y = fn(x)
     jv = acc.jvp(y)
     if jv is None:
-      raise ValueError(
-          "`f` is not differentiable with respect to its input: the "
-          "forward-mode derivative of f(x) with respect to x is None. Received: "
-          f"f={getattr(fn, '__name__', fn)!r}")
-    return y, tf.cast(jv, tf.float32) if jv.dtype != y.dtype else jv
-  # Double-backward: g(u) = J^T u is linear in u, and d/du <g(u), v> = J v.
+      raise _checks.not_differentiable(fn, "forward-mode derivative")
+    return y, tf.cast(jv, y.dtype)
+  with tf.GradientTape(watch_accessed_variables=False) as tape:
+    tape.watch(x)
+    y = fn(x)
+  return y, double_backward_jvp(fn, tape, y, x, v)
+
+
+def double_backward_jvp(fn, tape, y, x, v):
+  """``J v = d/dz <J^T z, v>`` from a ``tape`` that recorded ``y = fn(x)``.
+
+  ``g(z) = J^T z`` is linear in ``z``, so the gradient of ``<g(z), v>`` with
+  respect to ``z`` is ``J v`` at any ``z`` (here ``z = 0``): two reverse
+  passes over the recorded forward pass, for ops without a forward-mode rule.
+
+  Args:
+    fn: the callable that produced ``y`` (named in the error).
+    tape: a `tf.GradientTape` that watched ``x`` and recorded ``y = fn(x)``.
+      Must be persistent if the caller differentiates it again.
+    y: logits ``[batch, d]``.
+    x: float tensor ``[batch, ...]``.
+    v: tensor shaped like ``x``, the input directions.
+
+  Returns:
+    ``J v``, shaped like ``y``.
+
+  Raises:
+    ValueError: if ``y`` does not depend differentiably on ``x``.
+  """
   with tf.GradientTape(watch_accessed_variables=False) as outer:
-    with tf.GradientTape(watch_accessed_variables=False) as inner:
-      inner.watch(x)
-      y = fn(x)
-    u = tf.zeros_like(y)
-    outer.watch(u)
-    g = inner.gradient(y, x, output_gradients=u)
+    z = tf.zeros_like(y)
+    outer.watch(z)
+    g = tape.gradient(y, x, output_gradients=z)
     if g is None:
-      raise ValueError(
-          "`f` is not differentiable with respect to its input: the gradient "
-          "of f(x) with respect to x is None. Received: "
-          f"f={getattr(fn, '__name__', fn)!r}")
-    s = tf.reduce_sum(g * v)
-  jv = outer.gradient(s, u)
-  return y, jv
+      raise _checks.not_differentiable(fn)
+    s = tf.reduce_sum(g * tf.cast(v, g.dtype))
+  return outer.gradient(s, z)
+

@@ -321,11 +321,8 @@ def _operator_norm(f, x, p, q, *, num_iters, num_restarts, method, v0, training,
   num_iters = _checks.positive_int(num_iters, "num_iters")
   num_restarts = _checks.positive_int(num_restarts, "num_restarts")
   exact_max_dim = _checks.positive_int(exact_max_dim, "exact_max_dim")
-  if not isinstance(method, str) or method not in METHODS:
-    raise ValueError(f"`method` must be one of {METHODS}. Received: method={method!r}")
-  if not isinstance(jvp_mode, str) or jvp_mode not in jacobian.JVP_MODES:
-    raise ValueError(
-        f"`jvp_mode` must be one of {jacobian.JVP_MODES}. Received: jvp_mode={jvp_mode!r}")
+  _checks.one_of(method, METHODS, "method")
+  _checks.one_of(jvp_mode, jacobian.JVP_MODES, "jvp_mode")
   if tol is not None:
     tol = _checks.positive_float(tol, "tol")
   x = _checks.float_input(x, "x")

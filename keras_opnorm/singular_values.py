@@ -169,11 +169,8 @@ def _singular_values(f, x, k, *, num_iters, method, training, v0, jvp_mode,
   k = _checks.positive_int(k, "k")
   num_iters = _checks.positive_int(num_iters, "num_iters")
   exact_max_dim = _checks.positive_int(exact_max_dim, "exact_max_dim")
-  if not isinstance(method, str) or method not in METHODS:
-    raise ValueError(f"`method` must be one of {METHODS}. Received: method={method!r}")
-  if not isinstance(jvp_mode, str) or jvp_mode not in jacobian.JVP_MODES:
-    raise ValueError(
-        f"`jvp_mode` must be one of {jacobian.JVP_MODES}. Received: jvp_mode={jvp_mode!r}")
+  _checks.one_of(method, METHODS, "method")
+  _checks.one_of(jvp_mode, jacobian.JVP_MODES, "jvp_mode")
   x = _checks.float_input(x, "x")
   n = _jacobian_matrix.num_features(x)
   fn = jacobian.as_logits_fn(f, training)

@@ -19,6 +19,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_opnorm import attacks
+from opnorm_testlib import np_dual
+from opnorm_testlib import np_lp_norm
+from opnorm_testlib import np_steepest
 
 INF = float("inf")
 P_VALUES = (1.0, 1.5, 2.0, 3.0, INF)
@@ -27,33 +30,6 @@ P_VALUES = (1.0, 1.5, 2.0, 3.0, INF)
 # ----------------------------------------------------------------------------
 # numpy references.
 # ----------------------------------------------------------------------------
-
-
-def np_lp_norm(x, p):
-  flat = np.asarray(x, np.float64).reshape(len(x), -1)
-  return np.linalg.norm(flat, ord=p, axis=1)
-
-
-def np_dual(p):
-  if p == 1.0:
-    return INF
-  if math.isinf(p):
-    return 1.0
-  return p / (p - 1.0)
-
-
-def np_steepest(g, p):
-  """s_p(g) per row: argmax_{||v||_p <= 1} <v, g> (closed forms, Hoelder)."""
-  g = np.asarray(g, np.float64)
-  if math.isinf(p):
-    return np.sign(g)
-  if p == 1.0:
-    out = np.zeros_like(g)
-    idx = np.argmax(np.abs(g), axis=1)
-    out[np.arange(len(g)), idx] = np.sign(g[np.arange(len(g)), idx])
-    return out
-  w = np.sign(g) * np.abs(g) ** (np_dual(p) - 1.0)
-  return w / np_lp_norm(w, p)[:, None]
 
 
 def linear_fn(w, b):

@@ -18,6 +18,11 @@ import keras_opnorm
 from keras_opnorm import _jacobian_matrix
 from keras_opnorm.operator_norm import closed_form
 from keras_opnorm.operator_norm import operator_norm
+from opnorm_testlib import exact_jacobian
+from opnorm_testlib import linear
+from opnorm_testlib import np_dual
+from opnorm_testlib import relu_mlp
+from opnorm_testlib import with_singular_values
 
 INF = float("inf")
 
@@ -27,44 +32,6 @@ def np_lp_norm(a, p, axis=-1):
   if math.isinf(p):
     return a.max(axis=axis)
   return (a ** p).sum(axis=axis) ** (1.0 / p)
-
-
-def dual(p):
-  return INF if p == 1 else 1.0 if math.isinf(p) else p / (p - 1.0)
-
-
-def linear(w, b=None):
-  """f(x) = x W^T + b, whose Jacobian is W (d x n) at every x."""
-  wt = tf.constant(np.asarray(w, np.float32).T)
-  bias = tf.constant(np.zeros(w.shape[0], np.float32) if b is None else np.asarray(b, np.float32))
-  return lambda x: tf.matmul(x, wt) + bias
-
-
-def with_singular_values(rng, s, d, n):
-  """A d x n matrix with the given singular values and random vectors."""
-  a = np.linalg.qr(rng.normal(size=(d, d)))[0][:, :len(s)]
-  b = np.linalg.qr(rng.normal(size=(n, n)))[0][:, :len(s)]
-  return (a * np.asarray(s)) @ b.T
-
-
-def exact_jacobian(f, x):
-  """[batch, d, n] by batch_jacobian (not the library's products)."""
-  x = tf.convert_to_tensor(x)
-  with tf.GradientTape() as tape:
-    tape.watch(x)
-    y = f(x)
-  jac = tape.batch_jacobian(y, x).numpy()
-  return jac.reshape(jac.shape[0], jac.shape[1], -1).astype(np.float64)
-
-
-def relu_mlp(n=6, d=4, width=16, seed=0):
-  keras.utils.set_random_seed(seed)
-  return keras.Sequential([
-      keras.Input((n,)),
-      keras.layers.Dense(width, activation="relu"),
-      keras.layers.Dense(width, activation="relu"),
-      keras.layers.Dense(d),
-  ])
 
 
 def small_convnet(seed=0):
@@ -153,7 +120,7 @@ class ClosedFormTest(tf.test.TestCase, parameterized.TestCase):
     x = rng.normal(size=(2, 7)).astype(np.float32)
     result = operator_norm(linear(w), x, p=p, q=INF)
     self.assertTrue(result.exact)
-    expected = np_lp_norm(w, dual(p), axis=1).max()
+    expected = np_lp_norm(w, np_dual(p), axis=1).max()
     self.assertAllClose(result.norm, np.full(2, expected), rtol=1e-5)
     self.assertAllClose(np_lp_norm(result.v, p), np.ones(2), rtol=1e-5)
     self.assertAllClose(np_lp_norm(result.v.numpy() @ w.T, INF), np.full(2, expected), rtol=1e-5)
@@ -230,7 +197,7 @@ class ClosedFormTest(tf.test.TestCase, parameterized.TestCase):
         i = np.abs(g).argmax(1)
         out[np.arange(len(g)), i] = np.sign(g[np.arange(len(g)), i])
         return out
-      h = np.sign(g) * np.abs(g) ** (dual(r) - 1)
+      h = np.sign(g) * np.abs(g) ** (np_dual(r) - 1)
       return h / np_lp_norm(h, r)[:, None]
 
     rng = np.random.default_rng(8)
@@ -238,7 +205,7 @@ class ClosedFormTest(tf.test.TestCase, parameterized.TestCase):
     x = rng.normal(size=(3, 6)).astype(np.float32)
     v0 = rng.normal(size=(3, 6))
     v0 /= np_lp_norm(v0, p)[:, None]  # The start is normalised, not s_p(v0).
-    v1 = s(s(v0 @ w.T, dual(q)) @ w, p)
+    v1 = s(s(v0 @ w.T, np_dual(q)) @ w, p)
     result = operator_norm(linear(w), x, p, q, method="power", num_iters=1,
                            v0=v0.astype(np.float32))
     self.assertAllClose(result.v, v1, atol=1e-5)
@@ -411,7 +378,7 @@ class CompiledTest(tf.test.TestCase, parameterized.TestCase):
     elif p == 1.0:
       expected = np_lp_norm(w, q, axis=0).max()
     elif math.isinf(q):
-      expected = np_lp_norm(w, dual(p), axis=1).max()
+      expected = np_lp_norm(w, np_dual(p), axis=1).max()
     else:  # (inf, 1): the vertex maximum is an upper bound.
       vertices = np.array(list(itertools.product([-1.0, 1.0], repeat=5)))
       expected = None

@@ -15,26 +15,10 @@ import tensorflow as tf
 
 import keras_opnorm
 from keras_opnorm.singular_values import singular_values
-
-
-def linear(w):
-  wt = tf.constant(np.asarray(w, np.float32).T)
-  return lambda x: tf.matmul(x, wt)
-
-
-def with_singular_values(rng, s, d, n):
-  a = np.linalg.qr(rng.normal(size=(d, d)))[0][:, :len(s)]
-  b = np.linalg.qr(rng.normal(size=(n, n)))[0][:, :len(s)]
-  return (a * np.asarray(s)) @ b.T
-
-
-def exact_jacobian(f, x):
-  x = tf.convert_to_tensor(x)
-  with tf.GradientTape() as tape:
-    tape.watch(x)
-    y = f(x)
-  jac = tape.batch_jacobian(y, x).numpy()
-  return jac.reshape(jac.shape[0], jac.shape[1], -1).astype(np.float64)
+from opnorm_testlib import exact_jacobian
+from opnorm_testlib import linear
+from opnorm_testlib import relu_mlp
+from opnorm_testlib import with_singular_values
 
 
 def small_convnet(seed=0):
@@ -45,16 +29,6 @@ def small_convnet(seed=0):
       keras.layers.MaxPooling2D(),
       keras.layers.Flatten(),
       keras.layers.Dense(5),
-  ])
-
-
-def relu_mlp(seed=0):
-  keras.utils.set_random_seed(seed)
-  return keras.Sequential([
-      keras.Input((6,)),
-      keras.layers.Dense(16, activation="relu"),
-      keras.layers.Dense(16, activation="relu"),
-      keras.layers.Dense(4),
   ])
 
 

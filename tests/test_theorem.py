@@ -28,6 +28,9 @@ import tensorflow as tf
 
 import keras_opnorm
 from keras_opnorm import attacks
+from opnorm_testlib import np_dual
+from opnorm_testlib import np_lp_norm
+from opnorm_testlib import np_steepest
 
 INF = float("inf")
 # The pairs the paper's argument is stated for, plus p = 1 (one-hot s_1 step)
@@ -39,33 +42,6 @@ PAIRS = ((2.0, 2.0), (INF, 2.0), (2.0, 1.0), (INF, INF), (1.0, 2.0), (3.0, 2.0),
 # exact. Float32 keeps it moderate: the l1 projection's soft threshold
 # theta ~ alpha cancels against alpha, losing ~alpha * 1e-7 absolutely.
 HUGE_STEP = {np.float64: 1e7, np.float32: 1e3}
-
-
-def np_dual(p):
-  if p == 1.0:
-    return INF
-  if math.isinf(p):
-    return 1.0
-  return p / (p - 1.0)
-
-
-def np_lp_norm(x, p):
-  return np.linalg.norm(np.asarray(x, np.float64).reshape(len(x), -1), ord=p, axis=1)
-
-
-def np_steepest(g, p):
-  """s_p(g) per row: argmax_{||v||_p <= 1} <v, g> (Hoelder's equality case)."""
-  g = np.asarray(g, np.float64)
-  if math.isinf(p):
-    return np.sign(g)
-  if p == 1.0:
-    out = np.zeros_like(g)
-    rows = np.arange(len(g))
-    idx = np.argmax(np.abs(g), axis=1)
-    out[rows, idx] = np.sign(g[rows, idx])
-    return out
-  w = np.sign(g) * np.abs(g) ** (np_dual(p) - 1.0)
-  return w / np_lp_norm(w, p)[:, None]
 
 
 def np_power_method(jac, v0, p, q, num_iters):
