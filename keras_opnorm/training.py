@@ -167,6 +167,9 @@ class TrainStep:
     known after ``build``) get their trackers now; the others' trackers are
     made while the step is first traced, which costs TensorFlow one extra
     trace of the step (variables created on a first call).
+
+    Returns:
+      The step itself.
     """
     with self.model.distribute_strategy.scope():
       for obj in self.objectives:
@@ -273,8 +276,8 @@ class TrainStep:
         loss = model.optimizer.scale_loss(loss)
 
     # Gradients and update (`apply_gradients` unscales under LossScaleOptimizer).
-    if model.trainable_weights:
-      trainable_weights = model.trainable_weights
+    trainable_weights = model.trainable_weights
+    if trainable_weights:
       gradients = tape.gradient(loss, trainable_weights)
       model.optimizer.apply_gradients(zip(gradients, trainable_weights))
     else:
@@ -334,6 +337,11 @@ class _Installation:
     self.step = None
 
 
+def _owned_objectives(owners):
+  """All objectives of ``owners`` (owner id -> (owner, objectives)), in order."""
+  return [o for _, objs in owners.values() for o in objs]
+
+
 _STATE_ATTR = "_keras_opnorm_state"
 
 
@@ -376,7 +384,7 @@ def installed_objectives(model):
   inst = _installation(model)
   if inst is None:
     return []
-  return [o for _, objs in inst.owners.values() for o in objs]
+  return _owned_objectives(inst.owners)
 
 
 def installed_step(model):
@@ -471,7 +479,7 @@ def install(model, objectives, *, owner):
     inst = _Installation(getattr(model, "train_function", None))
   owners = dict(inst.owners)
   owners[id(owner)] = (owner, objectives)
-  all_objectives = [o for _, objs in owners.values() for o in objs]
+  all_objectives = _owned_objectives(owners)
   key = _cache_key(model, all_objectives)
   state = _state(model, create=True)
   cached = state.cache
@@ -523,7 +531,7 @@ def uninstall(model, owner=None):
   else:
     inst.owners.clear()
   if inst.owners:
-    all_objectives = [o for _, objs in inst.owners.values() for o in objs]
+    all_objectives = _owned_objectives(inst.owners)
     step = _make_installed_step(model, all_objectives)
     _keep_trackers(inst.step, step)
     inst.step = step

@@ -86,8 +86,7 @@ class SchedulesInFitTest(tf.test.TestCase):
     cb = callbacks.ObjectiveCallback(tl.SquaredLogits(), schedules={"weight": lambda e: -1.0})
     with self.assertRaisesRegex(ValueError, "weight_schedule"):
       model.fit(x, y, epochs=1, verbose=0, callbacks=[cb])
-    for got, want in zip(model.get_weights(), w0):
-      self.assertAllEqual(got, want)
+    tl.assert_weights_equal(self, model.get_weights(), w0)
 
   def test_bad_arguments(self):
     with self.assertRaisesRegex(ValueError, "epsilon"):
@@ -137,8 +136,7 @@ class BuiltInCallbacksTest(tf.test.TestCase, parameterized.TestCase):
     w0 = model.get_weights()
     with self.assertRaisesRegex(ValueError, "softmax"):
       model.fit(x, y, epochs=1, verbose=0, callbacks=[callbacks.AdversarialTraining(0.1)])
-    for got, want in zip(model.get_weights(), w0):
-      self.assertAllEqual(got, want)
+    tl.assert_weights_equal(self, model.get_weights(), w0)
 
   def test_batch_norm_statistics_move_as_in_a_plain_step(self):
     # Dense(8) -> BatchNormalization -> ReLU -> Dense(3). After one training
@@ -181,8 +179,7 @@ class BuiltInCallbacksTest(tf.test.TestCase, parameterized.TestCase):
     data = {"a": x[:, :2], "b": x[:, 2:]}
     with self.assertRaisesRegex(TypeError, "dict"):
       model.fit(data, y, epochs=1, verbose=0, callbacks=[callbacks.AdversarialTraining(0.1)])
-    for got, want in zip(model.get_weights(), w0):
-      self.assertAllEqual(got, want)
+    tl.assert_weights_equal(self, model.get_weights(), w0)
     # A data-independent objective works with any inputs.
     history = model.fit(data, y, epochs=1, verbose=0,
                         callbacks=[callbacks.SpectralNormRegularization(0.01)])

@@ -633,42 +633,40 @@ class DistributedTest(tf.test.TestCase):
         from keras_opnorm.objectives import SpectralNormRegularization
 
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-        out = {}
         # XLA is left out: on logical CPU devices an XLA cluster cannot read
         # the mirrored variables of the second replica (TF known issue
         # "tf.Variable on a different device"), for any Keras model.
-        for jit in (False,):
-          keras.utils.set_random_seed(0)
-          with strategy.scope():
-            model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5),
-                                      keras.layers.Dense(3)])
-          objective = SpectralNormRegularization(weight=0.5, seed=0)
-          objective.build(model)
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+          model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5),
+                                    keras.layers.Dense(3)])
+        objective = SpectralNormRegularization(weight=0.5, seed=0)
+        objective.build(model)
 
-          @tf.function(jit_compile=jit)
-          def replica_step():
-            with tf.GradientTape() as tape:
-              loss, _ = objective(model, None, None, None)
-            return loss, tape.gradient(loss, model.trainable_variables)
+        @tf.function(jit_compile=False)
+        def replica_step():
+          with tf.GradientTape() as tape:
+            loss, _ = objective(model, None, None, None)
+          return loss, tape.gradient(loss, model.trainable_variables)
 
-          @tf.function
-          def step():
-            return strategy.run(replica_step)
+        @tf.function
+        def step():
+          return strategy.run(replica_step)
 
-          for _ in range(60):
-            loss, grads = step()
-          objective.set_hyperparameter("weight", 1.0)  # cross-replica assign
+        for _ in range(60):
           loss, grads = step()
-          sig = [float(np.linalg.svd(l.kernel.numpy(), compute_uv=False)[0])
-                 for l in model.layers]
-          u_replicas = [[r.numpy().tolist() for r in strategy.experimental_local_results(v.value)]
-                        for v in objective.variables[1:]]
-          out[str(jit)] = {
-              "loss": [float(l) for l in strategy.experimental_local_results(loss)],
-              "expected": 0.5 * sum(s * s for s in sig),
-              "u": u_replicas,
-              "sync": [type(v.value).__name__ for v in objective.variables[1:]],
-          }
+        objective.set_hyperparameter("weight", 1.0)  # cross-replica assign
+        loss, grads = step()
+        sig = [float(np.linalg.svd(l.kernel.numpy(), compute_uv=False)[0])
+               for l in model.layers]
+        u_replicas = [[r.numpy().tolist() for r in strategy.experimental_local_results(v.value)]
+                      for v in objective.variables[1:]]
+        out = {
+            "loss": [float(l) for l in strategy.experimental_local_results(loss)],
+            "expected": 0.5 * sum(s * s for s in sig),
+            "u": u_replicas,
+            "sync": [type(v.value).__name__ for v in objective.variables[1:]],
+        }
         print("RESULT" + json.dumps(out))
     """)
     env = dict(os.environ, PYTHONPATH=_REPO, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
@@ -676,12 +674,10 @@ class DistributedTest(tf.test.TestCase):
                           timeout=300, check=False)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1]
-    result = json.loads(line[len("RESULT"):])
-    for jit, r in result.items():
-      with self.subTest(jit_compile=jit):
-        self.assertEqual(r["sync"], ["SyncOnReadVariable"] * 2)
-        # Each replica's term is the full lambda/2 sum sigma^2 (the train step
-        # divides by the number of replicas); the replicas agree.
-        self.assertAllClose(r["loss"], [r["expected"]] * 2, rtol=1e-4)
-        for replicas in r["u"]:
-          self.assertAllClose(replicas[0], replicas[1], atol=1e-6)
+    r = json.loads(line[len("RESULT"):])
+    self.assertEqual(r["sync"], ["SyncOnReadVariable"] * 2)
+    # Each replica's term is the full lambda/2 sum sigma^2 (the train step
+    # divides by the number of replicas); the replicas agree.
+    self.assertAllClose(r["loss"], [r["expected"]] * 2, rtol=1e-4)
+    for replicas in r["u"]:
+      self.assertAllClose(replicas[0], replicas[1], atol=1e-6)

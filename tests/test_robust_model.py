@@ -28,8 +28,7 @@ class RobustModelTest(tf.test.TestCase, parameterized.TestCase):
     history = robust.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
     # One SGD step of MSE + WEIGHT * mean_j F^2 (training_testlib.expected_linear_sgd).
     expected = tl.expected_linear_sgd(w0, x, y, lr=LR, weight=WEIGHT)
-    for got, want in zip(inner.get_weights(), expected):
-      self.assertAllClose(got, want, rtol=1e-5, atol=1e-6)
+    tl.assert_weights_close(self, inner.get_weights(), expected)
     self.assertIn("sq_sq", history.history)
 
   def test_call_delegates_and_evaluate_is_plain(self):
@@ -103,8 +102,7 @@ class RobustModelTest(tf.test.TestCase, parameterized.TestCase):
         keras_opnorm.callbacks.ObjectiveCallback(tl.SquaredLogits(0.3, name="b"))])
     # Both terms: weight 0.2 + 0.3 (training_testlib.expected_linear_sgd).
     expected = tl.expected_linear_sgd(w0, x, y, lr=LR, weight=0.5)
-    for got, want in zip(inner.get_weights(), expected):
-      self.assertAllClose(got, want, rtol=1e-5, atol=1e-6)
+    tl.assert_weights_close(self, inner.get_weights(), expected)
     self.assertContainsSubset(["a_sq", "b_sq"], history.history)
 
   def test_bad_input(self):
@@ -123,8 +121,7 @@ class RobustModelTest(tf.test.TestCase, parameterized.TestCase):
     robust.compile("sgd", "sparse_categorical_crossentropy")
     with self.assertRaisesRegex(ValueError, "softmax"):
       robust.fit(x, y, epochs=1, verbose=0)
-    for got, want in zip(inner.get_weights(), w0):
-      self.assertAllEqual(got, want)
+    tl.assert_weights_equal(self, inner.get_weights(), w0)
 
 
 if __name__ == "__main__":

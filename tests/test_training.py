@@ -35,8 +35,7 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
     # Expected: one SGD step of MSE + WEIGHT * mean_j F^2 (derivation in
     # training_testlib.expected_linear_sgd).
     expected = tl.expected_linear_sgd(w0, x, y, lr=LR, weight=WEIGHT)
-    for got, want in zip(model.get_weights(), expected):
-      self.assertAllClose(got, want, rtol=1e-5, atol=1e-6)
+    tl.assert_weights_close(self, model.get_weights(), expected)
     # The logged loss is the total at the initial weights:
     # sum_i ||F-Y||^2/(n d) + WEIGHT * sum_i ||F||^2/(n d).
     f = x @ w0[0] + w0[1]
@@ -56,8 +55,7 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
     _fit_one_step(model, x, y, [callbacks.ObjectiveCallback(tl.SquaredLogits(WEIGHT))],
                   sample_weight=sw)
     expected = tl.expected_linear_sgd(w0, x, y, lr=LR, weight=WEIGHT, sample_weight=sw)
-    for got, want in zip(model.get_weights(), expected):
-      self.assertAllClose(got, want, rtol=1e-5, atol=1e-6)
+    tl.assert_weights_close(self, model.get_weights(), expected)
 
   def test_clean_loss_weight_zero_keeps_regularizer_losses(self):
     # The compiled MSE is dropped; an L2 kernel regulariser (c * ||W||^2, a
@@ -73,8 +71,7 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
         tl.SquaredLogits(WEIGHT, replace_clean_loss=True))])
     expected = tl.expected_linear_sgd(w0, x, y, lr=LR, weight=WEIGHT, clean=0.0)
     expected[0] = expected[0] - LR * 2 * c * w0[0]
-    for got, want in zip(model.get_weights(), expected):
-      self.assertAllClose(got, want, rtol=1e-5, atol=1e-6)
+    tl.assert_weights_close(self, model.get_weights(), expected)
 
   def test_two_callbacks_combine_into_one_step(self):
     x, y = tl.data()
@@ -87,8 +84,7 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(rec.installed, [2])
     # The two terms add: WEIGHT = 0.2 + 0.3.
     expected = tl.expected_linear_sgd(w0, x, y, lr=LR, weight=0.5)
-    for got, want in zip(model.get_weights(), expected):
-      self.assertAllClose(got, want, rtol=1e-5, atol=1e-6)
+    tl.assert_weights_close(self, model.get_weights(), expected)
     self.assertIn("a_sq", history.history)
     self.assertIn("b_sq", history.history)
     self.assertEqual(training.installed_objectives(model), [])
@@ -133,8 +129,7 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
     history = _fit_one_step(model, x, y, None)
     self.assertEqual(set(history.history), {"loss", "mae"})
     expected = tl.expected_linear_sgd(w, x, y, lr=LR, weight=0.0)
-    for got, want in zip(model.get_weights(), expected):
-      self.assertAllClose(got, want, rtol=1e-5, atol=1e-6)
+    tl.assert_weights_close(self, model.get_weights(), expected)
 
   def test_fit_that_raises_is_undone_by_the_next_fit(self):
     x, y = tl.data()
@@ -152,8 +147,7 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(training.installed_objectives(model), [])
     self.assertNotIn("train_step", model.__dict__)
     expected = tl.expected_linear_sgd(w, x, y, lr=LR, weight=0.0)
-    for got, want in zip(model.get_weights(), expected):
-      self.assertAllClose(got, want, rtol=1e-5, atol=1e-6)
+    tl.assert_weights_close(self, model.get_weights(), expected)
 
   def test_fit_that_raises_then_fit_with_callback_again(self):
     x, y = tl.data()
@@ -165,8 +159,7 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(model.get_weights()[1].tolist(), w0[1].tolist())  # no step ran
     _fit_one_step(model, x, y, [cb])  # the same callback instance, reused
     expected = tl.expected_linear_sgd(w0, x, y, lr=LR, weight=WEIGHT)
-    for got, want in zip(model.get_weights(), expected):
-      self.assertAllClose(got, want, rtol=1e-5, atol=1e-6)
+    tl.assert_weights_close(self, model.get_weights(), expected)
 
   def test_fit_that_raises_then_recompile(self):
     # A crashed fit, then `compile` with a new optimizer: the next fit must
@@ -180,8 +173,7 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
     w = model.get_weights()
     _fit_one_step(model, x, y, None)
     expected = tl.expected_linear_sgd(w, x, y, lr=2 * LR, weight=0.0)
-    for got, want in zip(model.get_weights(), expected):
-      self.assertAllClose(got, want, rtol=1e-5, atol=1e-6)
+    tl.assert_weights_close(self, model.get_weights(), expected)
 
   def test_second_fit_reuses_the_traced_step(self):
     x, y = tl.data()
@@ -194,16 +186,14 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
     _fit_one_step(model, x, y, [cb])
     self.assertEqual(objective.calls, 1)  # traced once for both fits
     expected = tl.expected_linear_sgd(w1, x, y, lr=LR, weight=WEIGHT)
-    for got, want in zip(model.get_weights(), expected):
-      self.assertAllClose(got, want, rtol=1e-5, atol=1e-6)
+    tl.assert_weights_close(self, model.get_weights(), expected)
     # A new compile (here: another learning rate) gets a new step.
     tl.compile_mse(model, 2 * LR)
     w2 = model.get_weights()
     _fit_one_step(model, x, y, [cb])
     self.assertEqual(objective.calls, 2)
     expected = tl.expected_linear_sgd(w2, x, y, lr=2 * LR, weight=WEIGHT)
-    for got, want in zip(model.get_weights(), expected):
-      self.assertAllClose(got, want, rtol=1e-5, atol=1e-6)
+    tl.assert_weights_close(self, model.get_weights(), expected)
 
   def test_model_is_garbage_collected_after_fit(self):
     x, y = tl.data()

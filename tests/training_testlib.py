@@ -150,6 +150,18 @@ def expected_linear_sgd(weights, x, y, *, lr, weight, sample_weight=None, clean=
   return [w - lr * (x.T @ g), b - lr * g.sum(0)]
 
 
+def assert_weights_close(test, weights, expected):
+  """Asserts ``weights`` match ``expected`` array by array (float32 tolerance)."""
+  for got, want in zip(weights, expected):
+    test.assertAllClose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def assert_weights_equal(test, weights, expected):
+  """Asserts ``weights`` equal ``expected`` array by array, exactly."""
+  for got, want in zip(weights, expected):
+    test.assertAllEqual(got, want)
+
+
 class Recorder(keras.callbacks.Callback):
   """Records, per epoch begin, the objectives installed and hyper-parameters."""
 

@@ -8,7 +8,7 @@ __all__ = ["AdversarialTraining"]
 
 
 @keras.saving.register_keras_serializable(package="keras_opnorm")
-class AdversarialTraining(objective_callback._BuiltInObjectiveCallback):  # pylint: disable=protected-access
+class AdversarialTraining(objective_callback._EpsilonObjectiveCallback):  # pylint: disable=protected-access
   """Adversarial training (Madry et al. 2018; Roth et al. 2020) for one ``fit``.
 
   Wraps `keras_opnorm.objectives.AdversarialTraining` (see it for the loss
@@ -52,13 +52,3 @@ class AdversarialTraining(objective_callback._BuiltInObjectiveCallback):  # pyli
   """
 
   _objective_class_name = "AdversarialTraining"
-  _warmup_hyperparameter = "epsilon"
-
-  def __init__(self, epsilon, *, start_epoch=0, warmup_epochs=0,
-               epsilon_schedule=None, weight_schedule=None, backup_dir=None,
-               **objective_kwargs):
-    super().__init__(
-        objective_kwargs={"epsilon": epsilon, **objective_kwargs},
-        start_epoch=start_epoch, warmup_epochs=warmup_epochs,
-        schedules={"epsilon": epsilon_schedule, "weight": weight_schedule},
-        backup_dir=backup_dir)

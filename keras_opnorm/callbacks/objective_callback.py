@@ -234,3 +234,24 @@ class _BuiltInObjectiveCallback(ObjectiveCallback):
       if key.endswith("_schedule") and isinstance(value, dict):
         config[key] = keras.saving.deserialize_keras_object(value)
     return cls(**config)
+
+
+class _EpsilonObjectiveCallback(_BuiltInObjectiveCallback):
+  """Base of the callbacks whose objective has a radius ``epsilon``.
+
+  The constructor shared by `AdversarialTraining` and
+  `OperatorNormRegularization`: ``epsilon`` (the one ``warmup_epochs``
+  ramps) and ``weight`` are schedulable, the other objective arguments pass
+  through.
+  """
+
+  _warmup_hyperparameter = "epsilon"
+
+  def __init__(self, epsilon, *, start_epoch=0, warmup_epochs=0,
+               epsilon_schedule=None, weight_schedule=None, backup_dir=None,
+               **objective_kwargs):
+    super().__init__(
+        objective_kwargs={"epsilon": epsilon, **objective_kwargs},
+        start_epoch=start_epoch, warmup_epochs=warmup_epochs,
+        schedules={"epsilon": epsilon_schedule, "weight": weight_schedule},
+        backup_dir=backup_dir)

@@ -8,7 +8,7 @@ __all__ = ["OperatorNormRegularization"]
 
 
 @keras.saving.register_keras_serializable(package="keras_opnorm")
-class OperatorNormRegularization(objective_callback._BuiltInObjectiveCallback):  # pylint: disable=protected-access
+class OperatorNormRegularization(objective_callback._EpsilonObjectiveCallback):  # pylint: disable=protected-access
   """Data-dependent (p,q) operator norm regularisation for one ``fit``.
 
   Wraps `keras_opnorm.objectives.OperatorNormRegularization` (Roth et al.
@@ -51,13 +51,3 @@ class OperatorNormRegularization(objective_callback._BuiltInObjectiveCallback): 
   """
 
   _objective_class_name = "OperatorNormRegularization"
-  _warmup_hyperparameter = "epsilon"
-
-  def __init__(self, epsilon, *, start_epoch=0, warmup_epochs=0,
-               epsilon_schedule=None, weight_schedule=None, backup_dir=None,
-               **objective_kwargs):
-    super().__init__(
-        objective_kwargs={"epsilon": epsilon, **objective_kwargs},
-        start_epoch=start_epoch, warmup_epochs=warmup_epochs,
-        schedules={"epsilon": epsilon_schedule, "weight": weight_schedule},
-        backup_dir=backup_dir)

@@ -115,8 +115,11 @@ def check_schedule(schedule, name):
   """Returns ``schedule`` if it is None, a `Schedule` or a callable, else raises.
 
   Args:
-    schedule: the schedule to check.
+    schedule: the schedule to check (a `Schedule` config dict is deserialised).
     name: the argument name used in the error message.
+
+  Returns:
+    The schedule (None, a `Schedule` or a callable).
 
   Raises:
     TypeError: if ``schedule`` is not callable.
@@ -134,6 +137,14 @@ def check_schedule(schedule, name):
 
 def schedule_value(schedule, epoch, name):
   """Evaluates ``schedule(epoch)`` and checks the value is finite and >= 0.
+
+  Args:
+    schedule: a `Schedule` or a callable ``epoch -> value``.
+    epoch: the epoch index.
+    name: the schedule's argument name used in the error message.
+
+  Returns:
+    The value as a Python float.
 
   Raises:
     ValueError, TypeError: naming the schedule, the epoch and the value.

@@ -144,7 +144,10 @@ def _check_clip(clip):
     return None
   if not isinstance(clip, (tuple, list)) or len(clip) != 2:
     raise ValueError(f"`clip` must be None or a pair (lo, hi). Received: clip={clip!r}")
-  lo, hi = (float(c) for c in clip)
+  try:
+    lo, hi = (float(c) for c in clip)
+  except (TypeError, ValueError) as e:
+    raise type(e)(f"`clip` must be a pair of numbers (lo, hi). Received: clip={clip!r}") from None
   if not lo < hi:
     raise ValueError(f"`clip` must be a pair (lo, hi) with lo < hi. Received: clip={clip!r}")
   return (lo, hi)

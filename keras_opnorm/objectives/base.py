@@ -62,7 +62,14 @@ def weighted_batch_mean(values, sample_weight=None):
 
 
 def all_layers(model):
-  """The model and all its sublayers, nested models included, each once."""
+  """The model and all its sublayers, nested models included, each once.
+
+  Args:
+    model: a Keras layer or model (any other callable is returned alone).
+
+  Returns:
+    A list of layers, ``model`` first.
+  """
   if hasattr(model, "_flatten_layers"):
     return model._flatten_layers(include_self=True, recursive=True)  # pylint: disable=protected-access
   return [model]
@@ -138,7 +145,14 @@ def _distribution_scope(model):
 
 
 def exponent_config(p):
-  """An lp exponent as a JSON-safe config value (``'inf'`` for infinity)."""
+  """An lp exponent as a JSON-safe config value (``'inf'`` for infinity).
+
+  Args:
+    p: a checked exponent (a float in ``[1, inf]``).
+
+  Returns:
+    ``'inf'`` for infinity, else ``p``.
+  """
   return "inf" if math.isinf(p) else p
 
 
@@ -230,7 +244,17 @@ class Objective:
       self._hyper_values[name] = float(value)
 
   def get_hyperparameter(self, name):
-    """Returns the current value of a hyper-parameter as a Python float."""
+    """Returns the current value of a hyper-parameter as a Python float.
+
+    Args:
+      name: one of `hyperparameters`.
+
+    Returns:
+      The value (read from its variable after ``build``).
+
+    Raises:
+      ValueError: for an unknown name.
+    """
     self._check_hyperparameter_name(name)
     current = self._hyper_vars.get(name, self._hyper_values[name])
     if isinstance(current, (tf.Variable, keras.Variable)):
@@ -328,6 +352,17 @@ class Objective:
     """Returns ``(loss, metrics)`` for one batch; see the module docstring.
 
     Builds the objective first if needed (the adapters build it eagerly).
+
+    Args:
+      model: the network the term differentiates.
+      x: the batch of inputs.
+      y: the labels (None where the objective needs none).
+      y_pred: the train step's clean prediction ``model(x, training=True)``.
+      sample_weight: optional ``[batch]`` weights. Defaults to `None`.
+
+    Returns:
+      ``(loss, metrics)``: a scalar float32 tensor and a dict of scalar
+      float32 tensors.
     """
     if not self.built:
       self.build(model)

@@ -156,6 +156,9 @@ class OperatorNormRegularization(base.Objective):
   objective.build(model)
   loss, metrics = objective(model, x, y, model(x, training=True))
   ```
+
+  Reference: Roth, Kilcher & Hofmann, NeurIPS 2020
+  (https://arxiv.org/abs/1906.01527).
   """
 
   default_name = "opnorm"

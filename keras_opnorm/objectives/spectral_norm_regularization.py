@@ -171,6 +171,10 @@ class SpectralNormRegularization(base.Objective):
   objective.build(model)
   loss, metrics = objective(model, x, y, y_pred)
   ```
+
+  References: Yoshida & Miyato, arXiv 2017
+  (https://arxiv.org/abs/1705.10941); Roth, Kilcher & Hofmann, NeurIPS 2020
+  (https://arxiv.org/abs/1906.01527).
   """
 
   default_name = "spectral_norm"
