@@ -116,11 +116,10 @@ def _validate_range(input_range, default):
     return tuple(float(v) for v in default)
   try:
     lo, hi = (float(v) for v in input_range)
+    valid = np.isfinite(lo) and np.isfinite(hi) and lo < hi
   except (TypeError, ValueError):
-    raise ValueError(
-        "`input_range` must be a pair (lo, hi) of finite numbers with lo < hi. "
-        f"Received: input_range={input_range!r}") from None
-  if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+    valid = False
+  if not valid:
     raise ValueError(
         "`input_range` must be a pair (lo, hi) of finite numbers with lo < hi. "
         f"Received: input_range={input_range!r}")
@@ -212,11 +211,15 @@ def _tfds_split_size(name, split, data_dir):
     return None
 
 
-def _raw(name, split, *, data_dir, seed, test_fraction, download):
-  spec = _SPECS[name]
-  if spec.tfds:
-    return _tfds_raw(name, split, data_dir, download)
-  return _digits_raw(seed, test_fraction)[split]
+def _raw(name, splits, *, data_dir, seed, test_fraction, download):
+  """``split -> (raw images, int32 labels)`` for each of ``splits``.
+
+  The digits are loaded and split once for all splits; a tfds set loads only
+  the splits asked for.
+  """
+  if _SPECS[name].tfds:
+    return {split: _tfds_raw(name, split, data_dir, download) for split in splits}
+  return _digits_raw(seed, test_fraction)
 
 
 def _scale_fn(raw_max, input_range, flatten):
@@ -322,14 +325,15 @@ def load_arrays(name="digits", *, split="test", max_examples=None, data_dir=None
   test_fraction = _validate_fraction(test_fraction)
   spec = _SPECS[name]
   input_range = _validate_range(input_range, spec.input_range)
-  images, labels = _raw(name, split, data_dir=data_dir, seed=seed,
-                        test_fraction=test_fraction, download=download)
+  raw = _raw(name, [split], data_dir=data_dir, seed=seed, test_fraction=test_fraction,
+             download=download)
+  images, labels = raw[split]
   other = "train" if split == "test" else "test"
   counts = {split: len(labels)}
   if spec.tfds:
     counts[other] = _tfds_split_size(name, other, data_dir)
   else:  # both digits splits are in memory anyway
-    counts[other] = len(_digits_raw(seed, test_fraction)[other][1])
+    counts[other] = len(raw[other][1])
   if max_examples is not None:
     images, labels = images[:max_examples], labels[:max_examples]
   x = _scale_np(images, spec.raw_max, input_range, flatten)
@@ -377,10 +381,9 @@ def load(name="digits", *, data_dir=None, batch_size=64, seed=0, test_fraction=0
   test_fraction = _validate_fraction(test_fraction)
   spec = _SPECS[name]
   input_range = _validate_range(input_range, spec.input_range)
-  kwargs = dict(data_dir=data_dir, seed=seed, test_fraction=test_fraction,
-                download=download)
-  x_train, y_train = _raw(name, "train", **kwargs)
-  x_test, y_test = _raw(name, "test", **kwargs)
+  raw = _raw(name, _SPLITS, data_dir=data_dir, seed=seed, test_fraction=test_fraction,
+             download=download)
+  (x_train, y_train), (x_test, y_test) = raw["train"], raw["test"]
   scale = _scale_fn(spec.raw_max, input_range, flatten)
   train_ds = make_dataset(x_train, y_train, batch_size=batch_size, shuffle=True,
                           seed=seed, map_fn=scale, drop_remainder=drop_remainder)

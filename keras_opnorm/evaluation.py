@@ -162,9 +162,17 @@ def _abs_cosines(delta, vectors):
 
 
 def _jsonable(value):
-  """Converts numpy / TensorFlow values to plain JSON (``inf`` -> ``"inf"``)."""
+  """Converts to plain JSON: Python scalars, lists and dicts only.
+
+  numpy and TensorFlow values become Python ones, objects with a ``to_dict()``
+  (the result types here) their dict, ``inf`` the string ``"inf"`` and NaN
+  ``None``; anything else is returned as is (``json`` then rejects it). Also
+  used by `keras_opnorm.experiments.compare` for ``results.json``.
+  """
   if isinstance(value, dict):
     return {str(k): _jsonable(v) for k, v in value.items()}
+  if hasattr(value, "to_dict"):
+    return _jsonable(value.to_dict())
   if tf.is_tensor(value):
     value = value.numpy()
   if isinstance(value, np.ndarray):
@@ -217,7 +225,14 @@ class _Result:
 
   @classmethod
   def from_dict(cls, config):
-    """Rebuilds a result from `to_dict` output (missing per-example fields -> None)."""
+    """Rebuilds a result from `to_dict` output (missing per-example fields -> None).
+
+    Args:
+      config: a dict as returned by `to_dict`; unknown keys are ignored.
+
+    Returns:
+      An instance of this result type.
+    """
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: _from_jsonable(v) for k, v in config.items() if k in names})
 
@@ -249,7 +264,17 @@ class RobustAccuracyCurve(_Result):
   step_size: float = None
 
   def accuracy_at(self, epsilon):
-    """The robust accuracy at a radius of the sweep."""
+    """The robust accuracy at a radius of the sweep.
+
+    Args:
+      epsilon: one of ``epsilons`` (compared up to float round-off).
+
+    Returns:
+      The accuracy at that radius.
+
+    Raises:
+      ValueError: if ``epsilon`` is not one of the evaluated radii.
+    """
     for eps, acc in zip(self.epsilons, self.accuracies):
       if math.isclose(eps, float(epsilon), rel_tol=1e-6, abs_tol=1e-12):
         return acc
@@ -511,6 +536,14 @@ def _epsilons(epsilons, allow_zero=True, name="epsilons"):
     raise ValueError(f"`{name}` must not be empty. Received: {name}={epsilons!r}")
   check = _checks.nonnegative_float if allow_zero else _checks.positive_float
   return [float(check(v, name)) for v in values]
+
+
+def _single_epsilon(epsilon):
+  """One positive radius, as a float."""
+  values = _epsilons(epsilon, allow_zero=False, name="epsilon")
+  if len(values) != 1:
+    raise ValueError(f"`epsilon` must be a single positive number. Received: epsilon={values}")
+  return values[0]
 
 
 def _kwargs_if_set(**kwargs):
@@ -849,6 +882,10 @@ def mean_operator_norm(model, x, p=2, q=2, *, num_iters=20, num_restarts=1, meth
 
   Returns:
     The mean as a Python float.
+
+  Raises:
+    ValueError, TypeError: an invalid ``p``, ``q`` or ``batch_size``, or
+      empty or non-floating-point ``x``.
   """
   p = _checks.exponent(p, "p")
   q = _checks.exponent(q, "q")
@@ -879,6 +916,10 @@ def spectrum(model, x, *, k=10, num_iters=None, centered=False, batch_size=256,
 
   Returns:
     A `SpectrumResult`.
+
+  Raises:
+    ValueError, TypeError: an invalid ``k`` or ``batch_size``, or empty or
+      non-floating-point ``x``.
   """
   k = _checks.positive_int(k, "k")
   batch_size = _check_batch_size(batch_size)
@@ -899,22 +940,14 @@ def _alignment_core(model, x, y, *, epsilons, p, q, loss, k, num_steps, step_siz
                     random_start, clip, num_iters, centered, batch_size, training,
                     seed, jit_compile):
   """Validates the arguments, builds an `_AlignmentKernel` and runs it once."""
-  kernel = _AlignmentKernel(model, **_alignment_kernel_args(
-      p=p, q=q, loss=loss, k=k, num_steps=num_steps, step_size=step_size,
-      random_start=random_start, clip=clip, num_iters=num_iters,
-      centered=centered, training=training, jit_compile=jit_compile))
-  return kernel.run(x, y, epsilons, _check_batch_size(batch_size), seed)
-
-
-def _alignment_kernel_args(*, p, q, loss, k, num_steps, step_size, random_start, clip,
-                           num_iters, centered, training, jit_compile):
-  return dict(
-      p=_checks.exponent(p, "p"), q=_checks.exponent(q, "q"), loss=loss,
+  kernel = _AlignmentKernel(
+      model, p=_checks.exponent(p, "p"), q=_checks.exponent(q, "q"), loss=loss,
       k=_checks.positive_int(k, "k"),
       num_steps=_checks.positive_int(num_steps, "num_steps"),
       step_size=None if step_size is None else _checks.positive_float(step_size, "step_size"),
       random_start=bool(random_start), clip=clip, num_iters=num_iters,
       centered=bool(centered), training=training, jit_compile=jit_compile)
+  return kernel.run(x, y, epsilons, _check_batch_size(batch_size), seed)
 
 
 def _floats(a):
@@ -969,12 +1002,16 @@ def alignment(model, x, y=None, *, epsilon, p=2, q=2, loss="crossentropy", k=10,
 
   Returns:
     An `AlignmentResult`.
+
+  Raises:
+    ValueError, TypeError: a non-positive or non-scalar ``epsilon``, an
+      invalid ``p``, ``q``, ``k``, ``num_steps``, ``step_size`` or
+      ``batch_size``, ``x`` and ``y`` of different lengths, or empty or
+      non-floating-point ``x``.
   """
-  epsilon = _epsilons(epsilon, allow_zero=False, name="epsilon")
-  if len(epsilon) != 1:
-    raise ValueError(f"`epsilon` must be a single positive number. Received: epsilon={epsilon}")
+  epsilon = _single_epsilon(epsilon)
   core = _alignment_core(
-      model, x, y, epsilons=epsilon, p=p, q=q, loss=loss, k=k, num_steps=num_steps,
+      model, x, y, epsilons=[epsilon], p=p, q=q, loss=loss, k=k, num_steps=num_steps,
       step_size=step_size, random_start=random_start, clip=clip, num_iters=num_iters,
       centered=centered, batch_size=batch_size, training=training, seed=seed,
       jit_compile=jit_compile)
@@ -987,7 +1024,7 @@ def alignment(model, x, y=None, *, epsilon, p=2, q=2, loss="crossentropy", k=10,
         centered_singular_values=_floats(core["sv_c"].mean(0)),
         centered_cosines=cos_c.tolist())
   return AlignmentResult(
-      epsilon=epsilon[0], p=_checks.exponent(p, "p"), q=_checks.exponent(q, "q"),
+      epsilon=epsilon, p=_checks.exponent(p, "p"), q=_checks.exponent(q, "q"),
       loss=_loss_name(loss), k=int(cos.shape[1]), num_examples=int(cos.shape[0]),
       mean=_floats(cos.mean(0)), std=_floats(cos.std(0)),
       random_mean=_floats(core["rand"].mean(0)), random_std=_floats(core["rand"].std(0)),
@@ -1030,6 +1067,12 @@ def alignment_vs_epsilon(model, x, y=None, *, epsilons, p=2, q=2, loss="crossent
 
   Returns:
     An `AlignmentCurve`.
+
+  Raises:
+    ValueError, TypeError: an empty ``epsilons`` or a non-positive radius, an
+      invalid ``p``, ``q``, ``num_steps``, ``step_size`` or ``batch_size``,
+      ``x`` and ``y`` of different lengths, or empty or non-floating-point
+      ``x``.
   """
   epsilons = _epsilons(epsilons, allow_zero=False)
   core = _alignment_core(
@@ -1157,10 +1200,7 @@ def margin_alignment(model, x, y=None, *, epsilon, p=2, q=2, num_steps=20, step_
       ``step_size`` or ``batch_size``.
     TypeError: non-numeric arguments or non-floating-point ``x``.
   """
-  epsilon = _epsilons(epsilon, allow_zero=False, name="epsilon")
-  if len(epsilon) != 1:
-    raise ValueError(f"`epsilon` must be a single positive number. Received: epsilon={epsilon}")
-  epsilon = epsilon[0]
+  epsilon = _single_epsilon(epsilon)
   p = _checks.exponent(p, "p")
   q = _checks.exponent(q, "q")
   num_steps = _checks.positive_int(num_steps, "num_steps")

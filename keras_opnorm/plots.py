@@ -85,12 +85,9 @@ def _styles(results):
         f"result. Received: results={results!r}")
   styles, unknown = {}, 0
   for method in results:
-    if method in METHOD_COLORS:
-      color = METHOD_COLORS[method]
-    else:
-      color = _PALETTE[unknown % len(_PALETTE)]
-      unknown += 1
-    styles[method] = (color, _MARKERS.get(method, "o"), _LABELS.get(method, str(method)))
+    styles[method] = (method_color(method, unknown), _MARKERS.get(method, "o"),
+                      _LABELS.get(method, str(method)))
+    unknown += method not in METHOD_COLORS
   return styles
 
 
@@ -133,6 +130,16 @@ def _field(result, name):
   if isinstance(result, dict):
     return result[name]
   return getattr(result, name)
+
+
+def _mean(result, centered, argument, method, function):
+  """``result``'s ``mean`` or ``centered_mean``; raises if the latter was not computed."""
+  mean = _field(result, "centered_mean" if centered else "mean")
+  if mean is None:
+    raise ValueError(
+        f"`{argument}[{method!r}]` has no centered alignment: compute it with "
+        f"`{function}(..., centered=True)`. Received: centered=True")
+  return mean
 
 
 def plot_robust_accuracy(curves, path, *, title=None):
@@ -190,15 +197,10 @@ def plot_alignment_by_rank(results, path, *, centered=False, title=None):
   """
   styles = _styles(results)
   fig, ax = _new_figure()
-  key = "centered_mean" if centered else "mean"
   loss, eps = None, None
   for method, result in results.items():
     color, marker, label = styles[method]
-    mean = _field(result, key)
-    if mean is None:
-      raise ValueError(
-          f"`results[{method!r}]` has no centered alignment: compute it with "
-          "`alignment(..., centered=True)`. Received: centered=True")
+    mean = _mean(result, centered, "results", method, "alignment")
     std = _field(result, "centered_std" if centered else "std")
     ranks = list(range(1, len(mean) + 1))
     ax.errorbar(ranks, mean, yerr=std, color=color, marker=marker, linewidth=2,
@@ -236,15 +238,10 @@ def plot_alignment_vs_epsilon(curves, path, *, centered=False, title=None):
   """
   styles = _styles(curves)
   fig, ax = _new_figure()
-  key = "centered_mean" if centered else "mean"
   loss, random_level = None, []
   for method, curve in curves.items():
     color, marker, label = styles[method]
-    mean = _field(curve, key)
-    if mean is None:
-      raise ValueError(
-          f"`curves[{method!r}]` has no centered alignment: compute it with "
-          "`alignment_vs_epsilon(..., centered=True)`. Received: centered=True")
+    mean = _mean(curve, centered, "curves", method, "alignment_vs_epsilon")
     ax.plot(_field(curve, "epsilons"), mean, color=color, marker=marker, linewidth=2,
             markersize=5, label=label)
     random_level.append(_field(curve, "random_expected"))

@@ -66,6 +66,19 @@ def _as_labels(y, n):
   return y.astype(np.int32)
 
 
+def _loss_name(loss):
+  """The attack loss, which must be a name so that the monitor can be serialised."""
+  if not isinstance(loss, str):
+    raise TypeError(
+        "`loss` must be the name of an attack loss ('crossentropy', 'logit', "
+        f"'kl') so that the monitor can be serialised. Received: loss={loss!r}")
+  return loss
+
+
+def _clip(clip):
+  return None if clip is None else tuple(float(c) for c in clip)
+
+
 class _Monitor(keras.callbacks.Callback):
   """Shared machinery: schedule, compiled kernel per model, logging."""
 
@@ -154,6 +167,11 @@ class OperatorNormMonitor(_Monitor):
     training: the model's ``training`` flag. Defaults to `False`.
     jit_compile: compile with XLA. Defaults to `False`.
 
+  Raises:
+    TypeError: if ``x`` is a ``tf.data.Dataset`` or not floating point.
+    ValueError: an invalid ``p``, ``q``, ``num_iters``, ``num_restarts``,
+      ``name``, ``every_n_epochs`` or ``batch_size``.
+
   Example:
 
   ```python
@@ -222,6 +240,13 @@ class RobustAccuracy(_Monitor):
     training: the model's ``training`` flag. Defaults to `False`.
     jit_compile: compile with XLA. Defaults to `False`.
 
+  Raises:
+    TypeError: if ``x`` is a ``tf.data.Dataset`` or not floating point, or
+      ``loss`` is not a name.
+    ValueError: missing labels or one label count off ``x``, or an invalid
+      ``epsilon``, ``p``, ``q``, ``num_steps``, ``step_size``,
+      ``num_restarts``, ``name``, ``every_n_epochs`` or ``batch_size``.
+
   Example:
 
   ```python
@@ -244,13 +269,9 @@ class RobustAccuracy(_Monitor):
     self.num_steps = _checks.positive_int(num_steps, "num_steps")
     self.step_size = None if step_size is None else _checks.positive_float(step_size, "step_size")
     self.num_restarts = _checks.positive_int(num_restarts, "num_restarts")
-    if not isinstance(loss, str):
-      raise TypeError(
-          "`loss` must be the name of an attack loss ('crossentropy', 'logit', "
-          f"'kl') so that the monitor can be serialised. Received: loss={loss!r}")
-    self.loss = loss
+    self.loss = _loss_name(loss)
     self.q = _checks.exponent(q, "q")
-    self.clip = None if clip is None else tuple(float(c) for c in clip)
+    self.clip = _clip(clip)
     self.random_start = bool(random_start)
 
   def _build_kernel(self, model):
@@ -311,6 +332,13 @@ class AlignmentMonitor(_Monitor):
     batch_size: evaluation batch size. Defaults to `256`.
     training: the model's ``training`` flag. Defaults to `False`.
     jit_compile: compile with XLA. Defaults to `False`.
+
+  Raises:
+    TypeError: if ``x`` is a ``tf.data.Dataset`` or not floating point, or
+      ``loss`` is not a name.
+    ValueError: labels not one per example of ``x``, or an invalid
+      ``epsilon``, ``p``, ``q``, ``num_steps``, ``step_size``, ``num_iters``,
+      ``name``, ``every_n_epochs`` or ``batch_size``.
   """
 
   def __init__(self, x, epsilon, p=2, *, y=None, name="val_alignment", q=2,
@@ -323,15 +351,11 @@ class AlignmentMonitor(_Monitor):
     self.epsilon = _checks.positive_float(epsilon, "epsilon")
     self.p = _checks.exponent(p, "p")
     self.q = _checks.exponent(q, "q")
-    if not isinstance(loss, str):
-      raise TypeError(
-          "`loss` must be the name of an attack loss ('crossentropy', 'logit', "
-          f"'kl') so that the monitor can be serialised. Received: loss={loss!r}")
-    self.loss = loss
+    self.loss = _loss_name(loss)
     self.num_steps = _checks.positive_int(num_steps, "num_steps")
     self.step_size = None if step_size is None else _checks.positive_float(step_size, "step_size")
     self.random_start = bool(random_start)
-    self.clip = None if clip is None else tuple(float(c) for c in clip)
+    self.clip = _clip(clip)
     self.num_iters = None if num_iters is None else _checks.positive_int(num_iters, "num_iters")
     self.centered = bool(centered)
     self.seed = seed

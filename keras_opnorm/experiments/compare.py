@@ -169,6 +169,7 @@ class Config:
     return [m * self.epsilon for m in self.sweep]
 
   def to_dict(self):
+    """Returns the settings as plain JSON (``inf`` -> ``"inf"``)."""
     return _jsonable(dataclasses.asdict(self))
 
 
@@ -246,6 +247,13 @@ def _check_writable(directory):
 def validate(cfg):
   """Checks every setting; returns a new `Config` with normalised values.
 
+  Args:
+    cfg: a `Config` as read from the flags.
+
+  Returns:
+    A new `Config`: repeated methods dropped, numbers converted, ``sweep``
+    sorted with 1 added, and ``output_dir`` set (checked to be writable).
+
   Raises:
     absl.app.UsageError: naming the flag and the value received, before any
       data is loaded or model trained.
@@ -290,7 +298,15 @@ def validate(cfg):
 
 
 def config_from_flags(flag_values=None):
-  """Reads the `Config` from parsed absl flags (not yet validated)."""
+  """Reads the `Config` from parsed absl flags (not yet validated).
+
+  Args:
+    flag_values: parsed ``absl.flags.FlagValues``; ``None``: the global
+      ``FLAGS``. Defaults to `None`.
+
+  Returns:
+    A `Config` (pass it to `validate`).
+  """
   fv = flag_values or FLAGS
   names = [f.name for f in dataclasses.fields(Config)]
   values = {name: fv[name].value for name in names}
@@ -304,42 +320,34 @@ def config_from_flags(flag_values=None):
 # ---------------------------------------------------------------------------
 
 
-def _jsonable(value):
-  """Python scalars, lists and dicts only; ``inf`` -> ``"inf"``, NaN -> None."""
-  if isinstance(value, dict):
-    return {str(k): _jsonable(v) for k, v in value.items()}
-  if hasattr(value, "to_dict"):
-    return _jsonable(value.to_dict())
-  if isinstance(value, np.ndarray):
-    return _jsonable(value.tolist())
-  if isinstance(value, (list, tuple)):
-    return [_jsonable(v) for v in value]
-  if isinstance(value, (bool, np.bool_)):
-    return bool(value)
-  if isinstance(value, (int, np.integer)):
-    return int(value)
-  if isinstance(value, (float, np.floating)):
-    v = float(value)
-    if math.isinf(v):
-      return "inf" if v > 0 else "-inf"
-    return None if math.isnan(v) else v
-  return value
+# Python scalars, lists and dicts only; ``inf`` -> ``"inf"``, NaN -> None.
+_jsonable = evaluation._jsonable  # pylint: disable=protected-access
 
 
-def write_json_atomic(path, obj):
-  """Writes ``obj`` as JSON to ``path`` atomically.
+def _write_text_atomic(path, text):
+  """Writes ``text`` to ``path`` atomically.
 
-  The JSON goes to a temporary file in the same directory, is flushed to disk,
-  and replaces ``path`` in one ``os.replace``: a reader (or an interrupted run)
-  sees the old file or the complete new one, never half a file.
+  The text goes to a temporary file in the same directory, is flushed to
+  disk, and replaces ``path`` in one ``os.replace``: a reader (or an
+  interrupted run) sees the old file or the complete new one, never half a
+  file, and no temporary file is left behind.
+
+  Args:
+    path: the file to write.
+    text: the string to write.
+
+  Returns:
+    ``path``.
+
+  Raises:
+    OSError: if the directory cannot be written to.
   """
   directory = os.path.dirname(os.path.abspath(path))
   fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
                              suffix=".tmp")
   try:
     with os.fdopen(fd, "w") as f:
-      json.dump(_jsonable(obj), f, indent=1, allow_nan=False)
-      f.write("\n")
+      f.write(text)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -350,19 +358,24 @@ def write_json_atomic(path, obj):
   return path
 
 
-def _write_text_atomic(path, text):
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
-                             suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-  return path
+def write_json_atomic(path, obj):
+  """Writes ``obj`` as plain JSON to ``path`` atomically (see `_write_text_atomic`).
+
+  Args:
+    path: the file to write.
+    obj: dicts, lists, numbers, strings and numpy values; ``inf`` is written
+      as ``"inf"`` and NaN as ``null``.
+
+  Returns:
+    ``path``.
+
+  Raises:
+    TypeError: if ``obj`` holds a value JSON cannot write (``path`` is then
+      left as it was).
+    OSError: if the directory cannot be written to.
+  """
+  text = json.dumps(_jsonable(obj), indent=1, allow_nan=False) + "\n"
+  return _write_text_atomic(path, text)
 
 
 # ---------------------------------------------------------------------------
@@ -375,7 +388,15 @@ def _p_text(p):
 
 
 def describe(method, cfg):
-  """A one-line description of how ``method`` is trained under ``cfg``."""
+  """A one-line description of how ``method`` is trained under ``cfg``.
+
+  Args:
+    method: one of `METHODS`.
+    cfg: the `Config`.
+
+  Returns:
+    The description (``"cross-entropy only"`` for ``standard``).
+  """
   p, q = _p_text(cfg.p), _p_text(cfg.q)
   if method == "adversarial":
     return (f"PGD-{cfg.attack_steps} l{p} adversarial training, eps={cfg.epsilon:g}, "
@@ -390,7 +411,20 @@ def describe(method, cfg):
 
 
 def method_callbacks(method, cfg, info):
-  """The `keras_opnorm.callbacks` training callback(s) of ``method``."""
+  """The `keras_opnorm.callbacks` training callback(s) of ``method``.
+
+  Args:
+    method: one of `METHODS`.
+    cfg: the `Config`.
+    info: the dataset's `keras_opnorm.datasets.DatasetInfo` (its input range
+      clips the adversarial examples).
+
+  Returns:
+    A list of callbacks (empty for ``standard``).
+
+  Raises:
+    ValueError: if ``method`` is not one of `METHODS`.
+  """
   from keras_opnorm import callbacks  # pylint: disable=g-import-not-at-top
   if method == "standard":
     return []
@@ -427,6 +461,12 @@ def train(method, cfg, info, flatten):
   Every method starts from the same initial weights (Keras' global seed is
   reset to ``cfg.seed`` before the model is built) and sees the same data
   order (the training pipeline is rebuilt with the same shuffle seed).
+
+  Args:
+    method: one of `METHODS`.
+    cfg: the `Config` (its ``seed`` is this repetition's).
+    info: the dataset's `keras_opnorm.datasets.DatasetInfo`.
+    flatten: feed flat vectors (the ``mlp`` model).
 
   Returns:
     ``(model, record)`` with record holding the timing and the history.
@@ -476,6 +516,13 @@ def evaluate(model, x, y, cfg, info):
 
   Accuracy curves on all of ``x``; operator norms, spectra and alignment on
   the first ``cfg.align_examples`` examples.
+
+  Args:
+    model: the trained model (outputs logits).
+    x: held-out inputs ``[n, ...]``.
+    y: their integer labels ``[n]``.
+    cfg: the `Config` (its ``seed`` seeds the attacks).
+    info: the dataset's `keras_opnorm.datasets.DatasetInfo`.
 
   Returns:
     ``(summary, details)``: a dict of the headline numbers and a dict of the
@@ -576,6 +623,9 @@ def format_table(results, cfg):
     results: ``method -> aggregated summary`` (means over seeds, and
       ``<key>_std`` standard deviations), as in ``results.json["methods"]``.
     cfg: the `Config`.
+
+  Returns:
+    The table, a blank line and the legend, as one string.
   """
   p, q = _p_text(cfg.p), _p_text(cfg.q)
   columns = _columns(cfg)
@@ -637,6 +687,14 @@ def check_claims(results):
   * opnorm within 3 points of adversarial training;
   * both at least 20 points above the standard model;
   * global spectral-norm regularisation below both.
+
+  Args:
+    results: ``method -> aggregated summary`` with ``robust_accuracy`` and
+      ``per_seed`` (as in ``results.json["methods"]``).
+
+  Returns:
+    ``claim name -> {"holds", the margin, "holds_in_seeds", "num_seeds"}``;
+    empty unless all four methods were run.
   """
   needed = ("standard", "adversarial", "opnorm", "spectral")
   if any(m not in results for m in needed):
@@ -751,8 +809,15 @@ def run_comparison(cfg):
   Every seed of ``cfg.seeds`` repeats the whole comparison (a new digits
   split, new initial weights shared by the methods, a new data order).
 
+  Args:
+    cfg: a `Config` returned by `validate`.
+
   Returns:
     The results dict that was written to ``results.json``.
+
+  Raises:
+    absl.app.UsageError: if the dataset cannot be loaded (not prepared, or
+      a missing package).
   """
   wall_start = time.perf_counter()
   flatten = cfg.model == "mlp"
