@@ -56,12 +56,13 @@ class RobustModel(keras.Model):
     if not isinstance(model, keras.layers.Layer):
       raise TypeError(f"`model` must be a keras.Model or keras.Layer. Received: "
                       f"model={model!r} of type {type(model).__name__}")
-    if not isinstance(objectives, (list, tuple)):
-      objectives = [objectives]
-    objectives = [
-        keras.saving.deserialize_keras_object(o) if isinstance(o, dict) else o
-        for o in objectives
-    ]
+    if objectives is not None:  # None: `_check_objectives` raises ValueError.
+      if not isinstance(objectives, (list, tuple)):
+        objectives = [objectives]
+      objectives = [
+          keras.saving.deserialize_keras_object(o) if isinstance(o, dict) else o
+          for o in objectives
+      ]
     objectives = training._check_objectives(objectives)  # pylint: disable=protected-access
     self.model = model
     # Plain Python list: objectives are not Keras-tracked (not saved as weights).

@@ -110,6 +110,8 @@ class RobustModelTest(tf.test.TestCase, parameterized.TestCase):
       keras_opnorm.RobustModel(lambda x: x, [tl.SquaredLogits()])
     with self.assertRaisesRegex(ValueError, "non-empty"):
       keras_opnorm.RobustModel(tl.linear_model(), [])
+    with self.assertRaisesRegex(ValueError, "objectives=None"):
+      keras_opnorm.RobustModel(tl.linear_model(), None)
     with self.assertRaisesRegex(TypeError, "objective"):
       keras_opnorm.RobustModel(tl.linear_model(), ["adv"])
 
