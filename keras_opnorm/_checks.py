@@ -68,11 +68,13 @@ def not_differentiable(f, derivative="gradient", of="f(x)"):
     derivative: ``'gradient'`` or ``'forward-mode derivative'``.
     of: what was differentiated. Defaults to `"f(x)"`.
   """
+  f = getattr(f, "wrapped", f)  # The user's f behind `jacobian.as_logits_fn`.
+  name = getattr(f, "name", None) or getattr(f, "__name__", None) or f
   return ValueError(
       f"`f` is not differentiable with respect to its input: the {derivative} "
       f"of {of} with respect to x is None (is there a stop_gradient, argmax, "
       f"integer cast or a non-TensorFlow computation in f?). Received: "
-      f"f={getattr(f, '__name__', f)!r}")
+      f"f={name!r}")
 
 
 def float_input(x, name="x"):

@@ -55,6 +55,7 @@ def as_logits_fn(f, training=False):
       out = f(x)
     return _checks.logits(out, None)
 
+  fn.wrapped = f  # Error messages name the user's model or function.
   return fn
 
 

@@ -164,6 +164,17 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, "not differentiable with respect to its input"):
       jacobian.vjp(fn, x, tf.ones((1, 3)))
 
+  def test_error_names_the_users_function(self):
+    # The message names the user's f, not the wrapper built by as_logits_fn.
+    def frozen_net(x):
+      return tf.stop_gradient(x)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Lambda(tf.stop_gradient)],
+                             name="frozen_model")
+    x = tf.constant([[0.5, 1.5, 2.5]])
+    for f, name in ((frozen_net, "frozen_net"), (model, "frozen_model")):
+      with self.assertRaisesRegex(ValueError, f"Received: f='{name}'"):
+        jacobian.vjp(jacobian.as_logits_fn(f), x, tf.ones((1, 3)))
+
   def test_unknown_mode(self):
     fn = jacobian.as_logits_fn(lambda x: x)
     x = tf.ones((1, 2))
