@@ -119,6 +119,9 @@ def lp_norm(x, p, *, keepdims=False):
   Returns:
     Tensor of shape ``[batch]`` (or ``[batch, 1, ...]`` with ``keepdims``).
 
+  Raises:
+    TypeError, ValueError: if ``p`` is not a number in ``[1, inf]``.
+
   Example:
 
   >>> float(lp_norm(tf.constant([[3.0, -4.0]]), 2)[0])
@@ -160,6 +163,9 @@ def normalize(x, p):
 
   Returns:
     Tensor shaped like ``x`` whose non-zero examples have ``||.||_p = 1``.
+
+  Raises:
+    TypeError, ValueError: if ``p`` is not a number in ``[1, inf]``.
   """
   x = tf.convert_to_tensor(x)
   n = lp_norm(x, p, keepdims=True)
@@ -187,6 +193,9 @@ def steepest_ascent(g, p):
 
   Returns:
     Tensor shaped like ``g``.
+
+  Raises:
+    TypeError, ValueError: if ``p`` is not a number in ``[1, inf]``.
 
   Example:
 
@@ -325,6 +334,9 @@ def project_lp_ball(delta, epsilon, p):
   Returns:
     Tensor shaped like ``delta``, inside the ball; points already inside are
     returned unchanged.
+
+  Raises:
+    TypeError, ValueError: if ``p`` is not a number in ``[1, inf]``.
   """
   p = validate_exponent(p)
   delta = tf.convert_to_tensor(delta)
@@ -399,6 +411,9 @@ def random_lp_ball(shape, epsilon, p, dtype=tf.float32, seed=None):
 
   Returns:
     Tensor of ``shape``.
+
+  Raises:
+    TypeError, ValueError: if ``p`` is not a number in ``[1, inf]``.
   """
   p = validate_exponent(p)
   if math.isinf(p):
@@ -437,5 +452,8 @@ def random_direction(shape, p, dtype=tf.float32, seed=None):
 
   Returns:
     Tensor of ``shape`` with ``||.||_p = 1`` per example.
+
+  Raises:
+    TypeError, ValueError: if ``p`` is not a number in ``[1, inf]``.
   """
   return normalize(tf.random.normal(shape, dtype=dtype, seed=seed), p)
