@@ -289,6 +289,28 @@ class TracingTest(tf.test.TestCase, parameterized.TestCase):
     self.assertLen(traces, 1)
     self.assertSameElements(set(history.history) - {"loss"}, objective.metric_names)
 
+class TensorBoardTest(tf.test.TestCase):
+
+  def test_objective_terms_reach_tensorboard(self):
+    # The objective's metrics are in the epoch logs, so Keras' TensorBoard
+    # callback writes them as scalars `epoch_<name>` to the train event file.
+    pytest.importorskip("tensorboard", reason="the `test` extra installs tensorboard")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(3)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    log_dir = self.get_temp_dir()
+    rng = np.random.default_rng(0)
+    model.fit(rng.random((32, 4), np.float32), rng.integers(0, 3, 32), epochs=2, batch_size=8,
+              verbose=0, callbacks=[
+                  callbacks.OperatorNormRegularization(epsilon=0.1, num_iters=2),
+                  keras.callbacks.TensorBoard(log_dir)])
+    tags = set()
+    for path in tf.io.gfile.glob(os.path.join(log_dir, "train", "*")):
+      for record in tf.data.TFRecordDataset(path):
+        event = tf.compat.v1.Event.FromString(record.numpy())
+        tags.update(value.tag for value in event.summary.value)
+    self.assertContainsSubset({"epoch_loss", "epoch_opnorm", "epoch_opnorm_loss"}, tags)
+
 
 if __name__ == "__main__":
   tf.test.main()
