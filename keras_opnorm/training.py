@@ -434,6 +434,25 @@ def _cache_key(model, objectives):
   )
 
 
+def _check_default_train_step(model, owner):
+  """Refuses to replace a ``train_step`` that the model's class overrides.
+
+  The callbacks install their step in place of Keras' default one; a
+  custom ``train_step`` would silently stop running. `RobustModel` (whose
+  objectives are combined with the callback's) is the exception.
+  """
+  if hasattr(model, "_keras_opnorm_objectives"):
+    return
+  from keras.src.backend.tensorflow import trainer as tf_trainer  # pylint: disable=g-import-not-at-top
+  if type(model).train_step is not tf_trainer.TensorFlowTrainer.train_step:
+    raise ValueError(
+        f"{type(owner).__name__} replaces the model's `train_step`, but "
+        f"{type(model).__name__} overrides `train_step`: it would silently stop "
+        "running. Call `keras_opnorm.training.make_train_step(model, objectives)` "
+        "from your own `train_step`, or use `keras_opnorm.RobustModel`. Received: "
+        f"model={model.name!r} of type {type(model).__name__}")
+
+
 def _make_installed_step(model, objectives):
   # A model that trains with objectives of its own (`RobustModel`) keeps them,
   # and keeps the network they differentiate.
@@ -469,9 +488,12 @@ def install(model, objectives, *, owner):
     The installed `TrainStep`.
 
   Raises:
-    ValueError, TypeError: see `TrainStep`.
+    ValueError: if the model's class overrides ``train_step`` (it would be
+      replaced); see also `TrainStep`.
+    TypeError: see `TrainStep`.
   """
   _check_compiled(model, f"{type(owner).__name__}")
+  _check_default_train_step(model, owner)
   objectives = _check_objectives(objectives)
   inst = _installation(model)
   new = inst is None

@@ -239,6 +239,26 @@ class BadInputTest(tf.test.TestCase):
     with self.assertRaisesRegex(ValueError, "compile"):
       training.make_train_step(model, [tl.SquaredLogits()])
 
+  def test_custom_train_step_is_not_silently_replaced(self):
+    # A model class with its own train_step: installing our step would drop
+    # it, so the callback refuses before any step runs (weights unchanged).
+
+    class CustomStep(keras.Model):
+
+      def train_step(self, data):
+        return super().train_step(data)
+
+    inputs = keras.Input((4,))
+    model = tl.compile_ce(CustomStep(inputs, keras.layers.Dense(3)(inputs)))
+    before = [w.numpy() for w in model.weights]
+    x, y = tl.classification_data()
+    with self.assertRaisesRegex(ValueError, "overrides `train_step`"):
+      model.fit(x, y, epochs=1, verbose=0,
+                callbacks=[callbacks.ObjectiveCallback(tl.SquaredLogits())])
+    tl.assert_weights_equal(self, model.weights, before)
+    # Without the callback, the model trains as usual afterwards.
+    model.fit(x, y, epochs=1, verbose=0)
+
   def test_not_a_model_and_not_objectives(self):
     model = tl.compile_mse(tl.linear_model())
     with self.assertRaisesRegex(TypeError, "keras.Model"):
