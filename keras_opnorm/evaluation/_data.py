@@ -1,0 +1,124 @@
+"""Walking arrays or a batched tf.data.Dataset in fixed-shape batches; argument checks."""
+
+import numbers
+
+import numpy as np
+import tensorflow as tf
+
+from keras_opnorm import _checks
+
+
+def _check_batch_size(batch_size):
+  return _checks.positive_int(batch_size, "batch_size")
+
+
+def _labels(y, name="y"):
+  """Integer labels ``[batch]`` from integer labels or one-hot ``[batch, d]``."""
+  y = tf.convert_to_tensor(y)
+  if y.shape.rank == 2 and y.shape[-1] == 1:
+    y = tf.reshape(y, [-1])
+  elif y.shape.rank == 2:
+    y = tf.argmax(y, axis=-1)
+  if y.shape.rank != 1:
+    raise ValueError(
+        f"`{name}` must be integer labels [batch] or one-hot labels [batch, d]. "
+        f"Received: {name} with shape={y.shape}")
+  if y.dtype.is_floating:
+    y = tf.cast(tf.round(y), tf.int32)
+  return tf.cast(y, tf.int32)
+
+
+def _pad(t, size):
+  """Pads a batch to ``size`` rows with copies of its last row."""
+  if t is None or t.shape[0] >= size:
+    return t
+  return tf.concat([t, tf.repeat(t[-1:], size - t.shape[0], axis=0)], axis=0)
+
+
+def _batches(x, y, batch_size, need_y):
+  """Yields ``(x_batch, y_batch or None, count)`` from arrays or a batched Dataset.
+
+  Every batch has the same number of rows (a short last batch is padded with
+  copies of its last example; only its first ``count`` rows are real), so the
+  compiled kernels see one static shape: one trace, one XLA compilation.
+  """
+  if isinstance(x, tf.data.Dataset):
+    if y is not None:
+      raise ValueError(
+          "`y` must be None when `x` is a tf.data.Dataset: the dataset yields "
+          f"(x, y) batches. Received: y of type {type(y).__name__}")
+    size = None
+    for element in x:
+      if isinstance(element, (tuple, list)):
+        xb = element[0]
+        yb = element[1] if len(element) > 1 else None
+      else:
+        xb, yb = element, None
+      xb = _checks.float_input(xb, "x")
+      if need_y and yb is None:
+        raise ValueError(
+            "Labels are needed: the tf.data.Dataset passed as `x` must yield "
+            "(x, y) batches. Received: a dataset yielding x only")
+      yb = None if yb is None else _labels(yb)
+      count = int(xb.shape[0])
+      size = size or count
+      if count:
+        yield _pad(xb, size), _pad(yb, size), count
+    if size is None:
+      raise ValueError("`x` must contain at least one example. Received: an empty dataset")
+    return
+  x = _checks.float_input(x, "x")
+  n = x.shape[0]
+  if n == 0:
+    raise ValueError(f"`x` must contain at least one example. Received: x with shape={x.shape}")
+  if y is None:
+    if need_y:
+      raise ValueError(
+          "`y` is required (integer or one-hot labels) when `x` is an array. Received: y=None")
+  else:
+    y = _labels(y)
+    if y.shape[0] != n:
+      raise ValueError(
+          f"`x` and `y` must hold the same number of examples. Received: "
+          f"x with shape={x.shape}, y with shape={y.shape}")
+  size = min(batch_size, n)
+  for start in range(0, n, size):
+    xb = x[start:start + size]
+    yb = None if y is None else y[start:start + size]
+    yield _pad(xb, size), _pad(yb, size), int(xb.shape[0])
+
+
+def _epsilons(epsilons, allow_zero=True, name="epsilons"):
+  if isinstance(epsilons, numbers.Real) or (tf.is_tensor(epsilons) and epsilons.shape.rank == 0):
+    epsilons = [epsilons]
+  try:
+    values = list(np.asarray(epsilons, dtype=object).reshape(-1))
+  except Exception as e:  # pylint: disable=broad-except
+    raise TypeError(
+        f"`{name}` must be a number or a sequence of numbers. Received: {name}={epsilons!r}") from e
+  if not values:
+    raise ValueError(f"`{name}` must not be empty. Received: {name}={epsilons!r}")
+  check = _checks.nonnegative_float if allow_zero else _checks.positive_float
+  return [float(check(v, name)) for v in values]
+
+
+def _single_epsilon(epsilon):
+  """One positive radius, as a float."""
+  values = _epsilons(epsilon, allow_zero=False, name="epsilon")
+  if len(values) != 1:
+    raise ValueError(f"`epsilon` must be a single positive number. Received: epsilon={values}")
+  return values[0]
+
+
+def _kwargs_if_set(**kwargs):
+  return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def _loss_name(loss):
+  if isinstance(loss, str):
+    return loss
+  return getattr(loss, "__name__", type(loss).__name__)
+
+
+def _floats(a):
+  return [float(v) for v in np.asarray(a).reshape(-1)]

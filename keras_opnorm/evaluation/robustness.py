@@ -1,0 +1,179 @@
+"""Robust accuracy under lp PGD over a sweep of radii (the accuracy-vs-eps curve)."""
+
+import dataclasses
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from keras_opnorm import _checks
+from keras_opnorm import jacobian
+from keras_opnorm.attacks import pgd_attack
+from keras_opnorm.evaluation._data import _check_batch_size
+from keras_opnorm.evaluation._data import _batches
+from keras_opnorm.evaluation._data import _epsilons
+from keras_opnorm.evaluation._data import _loss_name
+from keras_opnorm.evaluation._results import _Result
+
+_INF = float("inf")
+
+
+@dataclasses.dataclass(frozen=True)
+class RobustAccuracyCurve(_Result):
+  """Accuracy under an lp PGD attack as a function of the radius eps.
+
+  Attributes:
+    epsilons: the radii, ascending (``0`` is the clean accuracy).
+    accuracies: robust accuracy at each radius, in [0, 1].
+    clean_accuracy: accuracy on the unperturbed examples.
+    p: the attack norm.
+    num_examples: number of evaluated examples.
+    num_steps: PGD steps.
+    num_restarts: PGD restarts (an example counts as robust only if it
+      survives every restart).
+    loss: the attack loss.
+    step_size: the PGD step size (``None``: ``2.5 * eps / num_steps``).
+  """
+  epsilons: list
+  accuracies: list
+  clean_accuracy: float
+  p: float
+  num_examples: int
+  num_steps: int
+  num_restarts: int = 1
+  loss: str = "crossentropy"
+  step_size: float = None
+
+  def accuracy_at(self, epsilon):
+    """The robust accuracy at a radius of the sweep.
+
+    Args:
+      epsilon: one of ``epsilons`` (compared up to float round-off).
+
+    Returns:
+      The accuracy at that radius.
+
+    Raises:
+      ValueError: if ``epsilon`` is not one of the evaluated radii.
+    """
+    for eps, acc in zip(self.epsilons, self.accuracies):
+      if math.isclose(eps, float(epsilon), rel_tol=1e-6, abs_tol=1e-12):
+        return acc
+    raise ValueError(
+        f"`epsilon` must be one of the evaluated radii {self.epsilons}. "
+        f"Received: epsilon={epsilon}")
+
+
+class _RobustKernel:
+  """Compiled ``(x, y, eps) -> [batch] bool``: correct on x and every PGD restart.
+
+  Built once per model (the monitor callbacks keep one across epochs); the
+  radius is a tensor argument, so a sweep over eps does not retrace.
+  """
+
+  def __init__(self, model, *, p, num_steps, step_size, num_restarts, loss, q,
+               clip, random_start, training, jit_compile):
+    fn = jacobian.as_logits_fn(model, training=training)
+
+    def predict(x):
+      return tf.argmax(fn(x), axis=-1, output_type=tf.int32)
+
+    def robust(x, y, epsilon):
+      correct = tf.equal(predict(x), y)
+      for _ in range(num_restarts):
+        x_adv = pgd_attack(
+            model, x, y, epsilon=epsilon, p=p, num_steps=num_steps,
+            step_size=step_size, random_start=random_start, loss=loss, q=q,
+            clip=clip, training=training)
+        correct = tf.logical_and(correct, tf.equal(predict(x_adv), y))
+      return correct
+
+    self.predict = tf.function(predict, jit_compile=jit_compile)
+    self.robust = tf.function(robust, jit_compile=jit_compile)
+
+  def run(self, x, y, epsilons, batch_size):
+    """Per-example correctness: (clean [n], robust [n_eps, n]) numpy bools."""
+    eps_tensors = [tf.constant(e, tf.float32) for e in epsilons]
+    clean, robust = [], []
+    for xb, yb, count in _batches(x, y, batch_size, need_y=True):
+      clean_b = (self.predict(xb).numpy() == yb.numpy())[:count]
+      per_eps = [clean_b if e == 0.0 else self.robust(xb, yb, et).numpy()[:count]
+                 for e, et in zip(epsilons, eps_tensors)]
+      clean.append(clean_b)
+      robust.append(np.stack(per_eps, axis=0))
+    return np.concatenate(clean), np.concatenate(robust, axis=1)
+
+
+def _curve_from_correct(clean, robust, epsilons):
+  """Combines per-eps attacks: robust at eps needs robust at every smaller eps.
+
+  An adversarial example found at radius ``e1`` lies in every ball of radius
+  ``e2 >= e1``, so counting it at ``e2`` too is a (stronger) valid attack and
+  makes the curve non-increasing, like the true robust accuracy.
+  """
+  order = np.argsort(np.asarray(epsilons), kind="stable")
+  survived = np.ones_like(clean, dtype=bool) & clean
+  accuracies = np.zeros(len(epsilons))
+  for i in order:
+    survived = survived & robust[i].astype(bool)
+    accuracies[i] = survived.mean()
+  return accuracies
+
+
+def robust_accuracy(model, x, y=None, *, epsilons, p=_INF, num_steps=20, step_size=None,
+                    num_restarts=1, loss="crossentropy", q=2, clip=None,
+                    random_start=True, batch_size=256, training=False,
+                    jit_compile=False):
+  """Accuracy under lp PGD as a function of the radius eps.
+
+  An example counts as robust at ``eps`` if it is classified correctly on the
+  clean input and on the PGD adversarial input of every restart, at ``eps``
+  and at every smaller radius of the sweep (an adversarial example inside a
+  smaller ball lies inside every larger one, so the curve is non-increasing
+  as the true robust accuracy is). ``eps = 0`` gives the clean accuracy.
+
+  Args:
+    model: a Keras model or a callable ``x -> logits``.
+    x: inputs ``[n, ...]``, or a finite batched ``tf.data.Dataset`` of
+      ``(x, y)`` batches (then ``y`` must be None).
+    y: integer labels ``[n]`` or one-hot labels ``[n, d]``. Defaults to `None`.
+    epsilons: a number or a sequence of radii ``>= 0``.
+    p: the attack norm in ``[1, inf]``. Defaults to `inf`.
+    num_steps: PGD steps. Defaults to `20`.
+    step_size: PGD step size; ``None`` uses ``pgd_attack``'s default
+      ``2.5 * eps / num_steps`` (relative to each eps). Defaults to `None`.
+    num_restarts: independent PGD runs per example. Defaults to `1`.
+    loss: the attack loss (see `pgd_attack`). Defaults to `'crossentropy'`.
+    q: the logit-distance norm for ``loss='logit'``. Defaults to `2`.
+    clip: ``(lo, hi)`` valid input range, or ``None``. Defaults to `None`.
+    random_start: start PGD from a random point of the ball. Defaults to `True`.
+    batch_size: examples per batch for array inputs. Defaults to `256`.
+    training: the model's ``training`` flag. Defaults to `False`.
+    jit_compile: compile the kernels with XLA. Defaults to `False`.
+
+  Returns:
+    A `RobustAccuracyCurve` (epsilons sorted ascending).
+
+  Raises:
+    ValueError, TypeError: for invalid arguments or data.
+  """
+  epsilons = sorted(set(_epsilons(epsilons)))
+  p = _checks.exponent(p, "p")
+  num_steps = _checks.positive_int(num_steps, "num_steps")
+  num_restarts = _checks.positive_int(num_restarts, "num_restarts")
+  batch_size = _check_batch_size(batch_size)
+  if step_size is not None:
+    step_size = _checks.positive_float(step_size, "step_size")
+  kernel = _RobustKernel(
+      model, p=p, num_steps=num_steps, step_size=step_size,
+      num_restarts=num_restarts, loss=loss, q=q, clip=clip,
+      random_start=random_start, training=training, jit_compile=jit_compile)
+  clean, robust = kernel.run(x, y, epsilons, batch_size)
+  accuracies = _curve_from_correct(clean, robust, epsilons)
+  return RobustAccuracyCurve(
+      epsilons=[float(e) for e in epsilons],
+      accuracies=[float(a) for a in accuracies],
+      clean_accuracy=float(clean.mean()),
+      p=p, num_examples=int(clean.shape[0]), num_steps=num_steps,
+      num_restarts=num_restarts, loss=_loss_name(loss),
+      step_size=None if step_size is None else float(step_size))
