@@ -306,15 +306,18 @@ def fab_attack(f,
     d_k     = proj_p(x_k -> pi),   d_0 = proj_p(x -> pi)    (in the box)
     alpha   = min(||d_k||_p / (||d_k||_p + ||d_0||_p), alpha_max)
     x_{k+1} = clip( (1 - alpha) (x_k + eta d_k) + alpha (x + eta d_0) )
-    if argmax f(x_{k+1}) != y:  record x_{k+1} if it is the smallest so far,
-                                x_{k+1} <- x + beta (x_{k+1} - x)
+    if max_{k != y} f_k(x_{k+1}) > f_y(x_{k+1}):
+        record x_{k+1} if it is the smallest so far,
+        x_{k+1} <- x + beta (x_{k+1} - x)
 
   with the exact projections of `project_halfspace_box`. ``targeted=True``
   is FAB-T (Croce & Hein, ICML 2020, https://arxiv.org/abs/2003.01690): ``j``
   is fixed to a target class instead of the closest one, and the attack runs
   once per target, the ``num_targets`` classes other than ``y`` with the
   largest clean logits; one gradient per step instead of ``d``. Success is
-  misclassification (any class other than ``y``), in both versions.
+  misclassification (any class other than ``y``), in both versions, with a
+  strict win (``f_k > f_y``), so that a returned point is adversarial
+  whatever the tie rule of ``argmax``.
 
   Restarts: each run (each target, for FAB-T) starts at ``x`` first; the
   ``num_restarts - 1`` further runs start on the lp sphere around ``x`` of
@@ -387,10 +390,12 @@ def fab_attack(f,
 
   Example:
 
-  >>> f = lambda x: tf.concat([x, -x], axis=1)  # class 0 iff x > 0
-  >>> x_adv = fab_attack(f, tf.constant([[0.3]]), targeted=False, num_steps=5)
-  >>> print(f"{float(x_adv[0, 0]):.4f}")  # just past the boundary x = 0
-  -0.0000
+  >>> s = lambda x: tf.reduce_sum(x, axis=1, keepdims=True)
+  >>> f = lambda x: tf.concat([s(x), -s(x)], axis=1)  # class 0 iff x_1 + x_2 > 0
+  >>> x = tf.constant([[1.0, 1.0]])
+  >>> x_adv = fab_attack(f, x, p=2, targeted=False, num_steps=5)
+  >>> round(float(tf.norm(x_adv - x)), 3)  # the l2 distance 2 / sqrt(2)
+  1.414
   """
   in_dtype = tf.as_dtype(getattr(x, "dtype", tf.float32))
   x = _checks.float_input(x, "x")
