@@ -182,7 +182,8 @@ def fmn_attack(f,
     f: a Keras model (called with ``training=training``) or a callable from a
       batch to logits ``[batch, d]``.
     x: float tensor ``[batch, ...]``; float16/bfloat16 inputs are computed in
-      float32 and the result is cast back.
+      float32 on iterates rounded to the input dtype (so that the result,
+      cast back, is the point found adversarial).
     y: integer labels ``[batch]``, one-hot labels ``[batch, d]``, or None to
       attack the model's own (clean) predictions. Defaults to `None`.
     p: the norm, 1, 2 or inf. Defaults to `inf`.
@@ -266,7 +267,11 @@ def fmn_attack(f,
     return tf.reshape(v, [-1] + [1] * (rank - 1))
 
   def box(x_adv):
-    return x_adv if clip is None else tf.clip_by_value(x_adv, lo, hi)
+    """Clips to the box and rounds to ``in_dtype``, so the returned cast is exact."""
+    x_adv = x_adv if clip is None else tf.clip_by_value(x_adv, lo, hi)
+    # Half-precision inputs: every evaluated point is a half-precision point,
+    # else the cast of a point just across the boundary may round back.
+    return x_adv if in_dtype == dtype else tf.cast(tf.cast(x_adv, in_dtype), dtype)
 
   logits_clean = tf.stop_gradient(fn(x))
   _check_label_width(y, logits_clean)
@@ -308,7 +313,7 @@ def fmn_attack(f,
 
     def bisect(i, t_lo, t_hi):
       t = 0.5 * (t_lo + t_hi)
-      adv = is_adversarial(x + per_example(t) * d1)
+      adv = is_adversarial(box(x + per_example(t) * d1))
       return i + 1, tf.where(adv, t_lo, t), tf.where(adv, t, t_hi)
 
     _, _, t_hi = tf.while_loop(
