@@ -129,6 +129,13 @@ def apgd_schedule_checkpoints(num_steps):
   return out
 
 
+def _as_dtype(v, dtype):
+  """``v`` as a tensor of ``dtype`` (Python floats converted directly, not via float32)."""
+  if tf.is_tensor(v) or isinstance(v, tf.Variable):
+    return tf.cast(v, dtype)
+  return tf.constant(np.asarray(v, dtype.as_numpy_dtype))
+
+
 def project_l1_box(delta, x, epsilon, lo=None, hi=None):
   """Exact Euclidean projection onto ``{d : ||d||_1 <= eps, lo <= x + d <= hi}``.
 
@@ -171,15 +178,15 @@ def project_l1_box(delta, x, epsilon, lo=None, hi=None):
   """
   delta = tf.convert_to_tensor(delta)
   dtype = delta.dtype
-  x = tf.cast(x, dtype)
+  x = _as_dtype(x, dtype)
   shape = tf.shape(delta)
   b = shape[0]
   flat = tf.reshape(delta, [b, -1])
   xf = tf.reshape(tf.broadcast_to(x, shape), [b, -1])
-  eps = tf.reshape(tf.broadcast_to(tf.reshape(tf.cast(epsilon, dtype), [-1]), [b]), [b, 1])
+  eps = tf.reshape(tf.broadcast_to(tf.reshape(_as_dtype(epsilon, dtype), [-1]), [b]), [b, 1])
 
   def bound(v):
-    return tf.reshape(tf.broadcast_to(tf.cast(v, dtype), shape), [b, -1])
+    return tf.reshape(tf.broadcast_to(_as_dtype(v, dtype), shape), [b, -1])
 
   inf = tf.constant(_INF, dtype)
   room_up = inf if hi is None else bound(hi) - xf
