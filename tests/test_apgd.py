@@ -385,6 +385,21 @@ class AttackPropertiesTest(tf.test.TestCase, parameterized.TestCase):
       self.assertEqual(x_adv.dtype, tf.float64)
       self.assertAllLessEqual(np_lp_norm(x_adv - x, p), 0.2 * (1 + 1e-7))
 
+  def test_one_hot_labels_and_xla(self):
+    # One-hot labels are the integer labels; the l1 attack (sort-based
+    # projection, sparse steps) compiles with XLA and keeps ball and box.
+    f = relu_mlp_fn(0)
+    x = tf.constant(np.random.default_rng(6).uniform(size=(5, 10)), tf.float32)
+    y = tf.constant(predictions(f, x.numpy()))
+    ints = apgd_attack(f, x, y, epsilon=0.1, num_steps=3, seed=2)
+    onehot = apgd_attack(f, x, tf.one_hot(y, 5), epsilon=0.1, num_steps=3, seed=2)
+    self.assertAllEqual(ints, onehot)
+    xla = tf.function(lambda x: apgd_attack(f, x, epsilon=1.0, p=1.0, num_steps=8,
+                                            clip=(0.0, 1.0), seed=2), jit_compile=True)
+    x_adv = xla(x).numpy()
+    self.assertAllInRange(x_adv, 0.0, 1.0)
+    self.assertAllLessEqual(np_lp_norm(x_adv - x.numpy(), 1.0), 1.0 + 1e-5)
+
   def test_misclassified_examples_are_returned_unchanged(self):
     # Examples whose label y is already wrong at x are adversarial at delta = 0.
     rng = np.random.default_rng(1)

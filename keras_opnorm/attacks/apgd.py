@@ -24,8 +24,9 @@ intersection of the l1 ball and the box (`project_l1_box`).
 ``apgd_targeted_attack`` (APGD-T) runs APGD on the targeted DLR loss against
 the classes with the highest clean logits, one target after the other.
 
-Every loop is a ``tf.while_loop``: the attacks run eagerly and inside
-``tf.function`` and do not retrace for a fixed input signature. Randomness is
+Every loop is a ``tf.while_loop``: the attacks run eagerly, inside
+``tf.function`` (much faster: eager loops run op by op) and under XLA
+(``jit_compile=True``), and do not retrace for a fixed input signature. Randomness is
 stateless (``tf.random.stateless_*`` from one ``seed``), so a seed fixes the
 result.
 """
@@ -514,7 +515,8 @@ def apgd_attack(f,
 
   Condition 2 is checked at the first checkpoint too, as in the paper (the
   reference implementation skips it there). After a restart the momentum
-  term is ``x_max - x_k``, as in the paper.
+  term is ``x_max - x_k``, as in the paper, and the next step's loss is
+  compared with ``l(x_max)`` for condition 1.
 
   For ``p = 1`` (l1-APGD, Croce & Hein 2021, with the rules of the reference
   implementation fra31/auto-attack): no momentum; the step is
@@ -581,13 +583,13 @@ def apgd_attack(f,
   >>> f = lambda x: tf.concat([x, -x, 0.0 * x], axis=1)  # logits (x, -x, 0)
   >>> x_adv = apgd_attack(f, tf.constant([[0.3]]), epsilon=0.5, num_steps=10,
   ...                     seed=0)
-  >>> float(tf.argmax(f(x_adv), axis=1)[0]) != 0.0  # broken: 0.3 - 0.5 < 0
+  >>> int(tf.argmax(f(x_adv), axis=1)[0]) != 0  # broken: 0.3 - 0.5 < 0
   True
   """
-  s = _Setup(f, x, y, epsilon, p, num_steps, num_restarts, rho, clip, seed, training,
-             "apgd_attack")
   momentum = _unit_interval(momentum, "momentum", closed_right=True)
   loss_fn = _apgd_loss(loss)
+  s = _Setup(f, x, y, epsilon, p, num_steps, num_restarts, rho, clip, seed, training,
+             "apgd_attack")
   logits_clean, y = s.logits_clean, s.y
 
   def loss_of_logits(logits):
@@ -682,17 +684,17 @@ def apgd_targeted_attack(f,
   >>> int(tf.argmax(f(x_adv), axis=1)[0]) != 0  # broken: x* < 0
   True
   """
+  if isinstance(num_targets, (bool, np.bool_)) or not isinstance(
+      num_targets, (numbers.Integral, np.integer)):
+    raise TypeError(f"`num_targets` must be an integer in [1, d - 1]. Received: "
+                    f"num_targets={num_targets!r}")
+  num_targets = int(num_targets)
   s = _Setup(f, x, y, epsilon, p, num_steps, num_restarts, rho, clip, seed, training,
              "apgd_targeted_attack")
   d = s.logits_clean.shape[-1]
   if d is not None and d < 4:
     raise ValueError(f"`apgd_targeted_attack` needs at least 4 classes (the targeted DLR "
                      f"loss). Received: f(x) with shape={s.logits_clean.shape}")
-  if isinstance(num_targets, (bool, np.bool_)) or not isinstance(
-      num_targets, (numbers.Integral, np.integer)):
-    raise TypeError(f"`num_targets` must be an integer in [1, d - 1]. Received: "
-                    f"num_targets={num_targets!r}")
-  num_targets = int(num_targets)
   if num_targets < 1 or (d is not None and num_targets > d - 1):
     bound = "d - 1" if d is None else f"d - 1 = {d - 1}"
     raise ValueError(f"`num_targets` must be in [1, {bound}] (d = number of classes). "
