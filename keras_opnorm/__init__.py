@@ -32,6 +32,10 @@ from keras_opnorm.attacks import crossentropy_loss
 from keras_opnorm.attacks import kl_loss
 from keras_opnorm.attacks import logit_distance_loss
 from keras_opnorm.attacks import pgd_attack
+from keras_opnorm.attacks import apgd_attack
+from keras_opnorm.attacks import apgd_targeted_attack
+from keras_opnorm.attacks import fab_attack
+from keras_opnorm.attacks import fmn_attack
 # [/attacks]
 
 # [training] exports (objectives, RobustModel, callbacks, layers submodules).
@@ -47,6 +51,7 @@ from keras_opnorm.robust_model import RobustModel
 # `keras_opnorm.callbacks`; plots import matplotlib only when drawing.
 from keras_opnorm import evaluation
 from keras_opnorm import plots
+from keras_opnorm.evaluation import auto_attack
 # [/evaluation]
 
 # [datasets] exports (datasets submodule).
@@ -74,6 +79,12 @@ __all__ = [
     "kl_loss",
     "logit_distance_loss",
     "pgd_attack",
+    "apgd_attack",
+    "apgd_targeted_attack",
+    "fab_attack",
+    "fmn_attack",
+    # Evaluation.
+    "auto_attack",
     # Training.
     "RobustModel",
     # Submodules.

@@ -44,6 +44,10 @@ Modules: `evaluation.robustness` (accuracy under PGD), `evaluation.spectrum`
 
 from keras_opnorm.evaluation.robustness import RobustAccuracyCurve
 from keras_opnorm.evaluation.robustness import robust_accuracy
+from keras_opnorm.evaluation.robustness import RobustRadii
+from keras_opnorm.evaluation.robustness import robust_radii
+from keras_opnorm.evaluation.autoattack import AutoAttackResult
+from keras_opnorm.evaluation.autoattack import auto_attack
 from keras_opnorm.evaluation.spectrum import SpectrumResult
 from keras_opnorm.evaluation.spectrum import mean_operator_norm
 from keras_opnorm.evaluation.spectrum import spectrum
@@ -64,6 +68,10 @@ from keras_opnorm.evaluation.alignment import _abs_cosines  # noqa: F401
 from keras_opnorm.evaluation._results import _jsonable  # noqa: F401
 
 __all__ = [
+    "AutoAttackResult",
+    "auto_attack",
+    "RobustRadii",
+    "robust_radii",
     "RobustAccuracyCurve",
     "AlignmentResult",
     "AlignmentCurve",

@@ -177,3 +177,121 @@ def robust_accuracy(model, x, y=None, *, epsilons, p=_INF, num_steps=20, step_si
       p=p, num_examples=int(clean.shape[0]), num_steps=num_steps,
       num_restarts=num_restarts, loss=_loss_name(loss),
       step_size=None if step_size is None else float(step_size))
+
+
+# ---------------------------------------------------------------------------
+# Robust radii from a minimum-norm attack: the whole accuracy-vs-eps curve.
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RobustRadii(_Result):
+  """Per-example robust radii from a minimum-norm attack (FMN).
+
+  The radius of an example is the lp norm of the smallest adversarial
+  perturbation the attack found: 0 where the clean point is misclassified,
+  ``inf`` where no adversarial point was found. Every radius is an *upper
+  bound* on the exact one, so the curve ``eps -> mean(radii > eps)`` is an
+  upper bound on the exact robust accuracy at every eps, from one run.
+
+  Attributes:
+    radii: per-example radii (``inf``: none found).
+    clean_accuracy: accuracy on the unperturbed examples.
+    p: the attack norm.
+    num_examples: number of evaluated examples.
+    num_steps: the attack's steps.
+    attack: the attack's name.
+  """
+  radii: list
+  clean_accuracy: float
+  p: float
+  num_examples: int
+  num_steps: int
+  attack: str = "fmn"
+
+  _PER_EXAMPLE = ("radii",)
+
+  def accuracy_at(self, epsilon):
+    """The robust accuracy at ``epsilon``: the share of radii ``> epsilon``."""
+    epsilon = _checks.nonnegative_float(epsilon, "epsilon")
+    return float(np.mean(np.asarray(self.radii, np.float64) > epsilon))
+
+  def median(self):
+    """The median radius (``inf`` when at most half the examples were broken)."""
+    return float(np.median(np.asarray(self.radii, np.float64)))
+
+  def curve(self, epsilons):
+    """The accuracy-vs-eps curve at ``epsilons`` as a `RobustAccuracyCurve`."""
+    epsilons = sorted(_epsilons(epsilons))
+    return RobustAccuracyCurve(
+        epsilons=[float(e) for e in epsilons],
+        accuracies=[self.accuracy_at(e) if e > 0 else self.clean_accuracy for e in epsilons],
+        clean_accuracy=self.clean_accuracy, p=self.p, num_examples=self.num_examples,
+        num_steps=self.num_steps, num_restarts=1, loss=self.attack)
+
+
+def robust_radii(model, x, y=None, *, p=_INF, num_steps=100, num_targets=9, clip=None,
+                 batch_size=256, seed=0, training=False, jit_compile=False):
+  """Per-example robust radii by the fast minimum-norm attack (FMN).
+
+  Runs `keras_opnorm.attacks.min_norm.fmn_attack` (Pintor et al., NeurIPS
+  2021, https://arxiv.org/abs/2102.12827) once over the data in fixed-shape
+  batches through one compiled kernel, and measures ``||x_adv - x||_p``
+  where ``x_adv`` is adversarial. FMN runs against each of the
+  ``num_targets`` most likely wrong classes and keeps the smallest
+  perturbation: the untargeted FMN of the paper follows the currently
+  strongest wrong class and was measured 10-57% above the exact radius on
+  some points of linear models with 3-10 classes, the targeted one to
+  3.5e-5 relative (tests/test_min_norm.py). ``result.curve(epsilons)`` is then the
+  accuracy-vs-eps curve at any radii without another attack.
+
+  Args:
+    model: a Keras model or a callable ``x -> logits``.
+    x: inputs ``[n, ...]``, or a batched ``tf.data.Dataset`` of ``(x, y)``.
+    y: integer or one-hot labels ``[n]`` (None with a dataset). Defaults to `None`.
+    p: the norm, ``inf``, ``2`` or ``1``. Defaults to `inf`.
+    num_steps: FMN steps (per target). Defaults to `100`.
+    num_targets: target classes per example, capped at ``d - 1``; 1 runs
+      the paper's untargeted FMN. Defaults to `9`.
+    clip: None or ``(lo, hi)``, the valid input range. Defaults to `None`.
+    batch_size: examples per compiled call (arrays only). Defaults to `256`.
+    seed: a non-negative integer seed (each batch derives its own). Defaults to `0`.
+    training: the ``training`` flag of Keras models. Defaults to `False`.
+    jit_compile: compile the kernel with XLA. Defaults to `False`.
+
+  Returns:
+    A `RobustRadii`.
+
+  Raises:
+    ValueError: for an unsupported ``p``, ``num_steps <= 0``, missing labels
+      or an empty data set.
+  """
+  from keras_opnorm.attacks import min_norm  # pylint: disable=g-import-not-at-top
+  from keras_opnorm.attacks import _common  # pylint: disable=g-import-not-at-top
+  p = _checks.exponent(p, "p")
+  num_steps = _checks.positive_int(num_steps, "num_steps")
+  num_targets = _checks.positive_int(num_targets, "num_targets")
+  batch_size = _check_batch_size(batch_size)
+  base_seed = _common.seed_tensor(seed)
+  fn = jacobian.as_logits_fn(model, training=training)
+
+  def kernel(xb, yb, batch_seed):
+    d = fn(xb[:1]).shape[-1]
+    targets = num_targets if d is None else min(num_targets, d - 1)
+    x_adv = min_norm.fmn_attack(model, xb, yb, p=p, num_steps=num_steps, clip=clip,
+                                seed=batch_seed, training=training, targeted=targets > 1,
+                                num_targets=max(targets, 1))
+    correct = tf.equal(tf.argmax(fn(xb), axis=-1, output_type=tf.int32), yb)
+    radius = min_norm.minimal_perturbation_norms(model, xb, yb, x_adv, p=p)
+    return correct, radius
+
+  compiled = tf.function(kernel, jit_compile=jit_compile)
+  correct, radii = [], []
+  for i, (xb, yb, count) in enumerate(_batches(x, y, batch_size, need_y=True)):
+    c, r = compiled(xb, yb, _common.fold_seed(base_seed, i))
+    correct.append(c.numpy()[:count])
+    radii.append(r.numpy()[:count])
+  correct = np.concatenate(correct)
+  radii = np.where(correct, np.concatenate(radii).astype(np.float64), 0.0)
+  return RobustRadii(radii=[float(r) for r in radii], clean_accuracy=float(correct.mean()),
+                     p=p, num_examples=int(correct.shape[0]), num_steps=num_steps)
