@@ -141,7 +141,7 @@ class _Stage:
   min_classes: int = 2
 
 
-def _registry_stage(name, options, p, version):
+def _registry_stage(name, options, p, version, preset=False):
   module, fn, fixed, budget, others, supported_p, min_classes = _REGISTRY[name]
   options = dict(options or {})
   unknown = sorted(set(options) - set(budget) - set(others))
@@ -153,7 +153,7 @@ def _registry_stage(name, options, p, version):
     raise ValueError(
         f"Attack {name!r} supports p in {[str(q) for q in supported_p]}. Received: p={p}"
         + (f" (version={version!r})" if version != "custom" else ""))
-  user_targets = "num_targets" in options
+  user_targets = "num_targets" in options and not preset
   budget = {**budget, **options}
   return _Stage(name=name, run=(module, fn, fixed), budget=budget, user_targets=user_targets,
                 min_classes=min_classes)
@@ -171,7 +171,8 @@ def _parse_attacks(version, attacks, p):
     if p not in (1.0, 2.0, _INF):
       raise ValueError(f"version={version!r} supports p in [1, 2, inf]; use version='custom' "
                        f"with attacks=['pgd'] for other norms. Received: p={p}")
-    return [_registry_stage(name, opts, p, version) for name, opts in _preset(version, p)]
+    return [_registry_stage(name, opts, p, version, preset=True)
+            for name, opts in _preset(version, p)]
   if not isinstance(attacks, (list, tuple)) or not attacks:
     raise ValueError(
         "`attacks` must be a non-empty list of attack names "
