@@ -18,6 +18,7 @@ from keras_opnorm.experiments import compare  # pylint: disable=g-import-not-at-
 _TINY = dict(
     epochs=1, batch_size=256, attack_steps=2, opnorm_iters=2, num_steps=2,
     eval_examples=16, align_examples=6, spectrum_k=3, sweep=["0", "1"], verbose=0,
+    evaluation="fast", min_norm_steps=3,
     num_seeds=1)
 
 
@@ -139,6 +140,16 @@ class AtomicWriteTest(tf.test.TestCase):
     compare.write_json_atomic(path, {"p": float("inf"), "x": [1, 2.5], "nan": float("nan")})
     with open(path) as f:
       self.assertEqual(json.load(f), {"p": "inf", "x": [1, 2.5], "nan": None})
+
+  def test_written_files_have_the_mode_of_a_plain_open(self):
+    # mkstemp makes 0600 files; a plain open() gives 0666 & ~umask (0644 for umask 022).
+    path = os.path.join(self.create_tempdir().full_path, "results.json")
+    old = os.umask(0o022)
+    try:
+      compare.write_json_atomic(path, {"run": 1})
+    finally:
+      os.umask(old)
+    self.assertEqual(os.stat(path).st_mode & 0o777, 0o644)
 
   def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(self):
     directory = self.create_tempdir().full_path

@@ -118,6 +118,21 @@ class MonitorsTest(parameterized.TestCase, tf.test.TestCase):
     self.assertGreater(np.min(np.abs(distance - 0.3)), 1e-4)
     self.assertAllClose(history.history["val_robust_acc"][-1], np.mean(distance > 0.3))
 
+  def test_robust_accuracy_fast_ensemble_closed_form(self):
+    # The same linear binary classifier under the fast AutoAttack cascade: the
+    # exact robust accuracy is the share of distances above eps, and APGD on
+    # a linear model reaches the boundary of every point closer than eps.
+    x, y = _data()
+    model = _linear_classifier()
+    monitor = monitors.RobustAccuracy(x, y, epsilon=0.3, p=2, attack="fast")
+    history = model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[monitor])
+    k, b = (v.numpy() for v in model.layers[-1].weights)
+    w = k.T
+    diff = w[y] - w[1 - y]
+    distance = (np.sum(diff * x, axis=1) + b[y] - b[1 - y]) / np.linalg.norm(diff, axis=1)
+    self.assertGreater(np.min(np.abs(distance - 0.3)), 1e-4)
+    self.assertAllClose(history.history["val_robust_acc"][-1], np.mean(distance > 0.3))
+
   def test_alignment_centered_logs_both(self):
     x, y = _data()
     monitor = monitors.AlignmentMonitor(x[:8], epsilon=0.2, y=y[:8], num_steps=3,

@@ -216,10 +216,13 @@ class OperatorNormMonitor(_Monitor):
 
 @keras.saving.register_keras_serializable(package="keras_opnorm")
 class RobustAccuracy(_Monitor):
-  """Logs the accuracy under an lp PGD attack at one radius on held-out data.
+  """Logs the accuracy under an lp attack at one radius on held-out data.
 
-  An example counts if it is classified correctly both clean and after PGD
-  (every restart); see `keras_opnorm.evaluation.robust_accuracy`.
+  An example counts if it is classified correctly both clean and after the
+  attack: PGD (every restart; `keras_opnorm.evaluation.robust_accuracy`),
+  or with ``attack='fast'`` / ``'standard'`` the AutoAttack-grade cascade of
+  `keras_opnorm.evaluation.auto_attack` (the fast one, APGD-CE then APGD-T
+  with 20 steps each, is made for monitoring; it ignores the PGD options).
 
   Args:
     x: held-out inputs ``[n, ...]`` (an array).
@@ -239,13 +242,17 @@ class RobustAccuracy(_Monitor):
     batch_size: evaluation batch size. Defaults to `256`.
     training: the model's ``training`` flag. Defaults to `False`.
     jit_compile: compile with XLA. Defaults to `False`.
+    attack: ``'pgd'``, or ``'fast'`` / ``'standard'`` for the ensemble's
+      cascade (``p`` in ``{1, 2, inf}``). Defaults to `'pgd'`.
+    seed: the ensemble's seed (each evaluation reuses it). Defaults to `0`.
 
   Raises:
     TypeError: if ``x`` is a ``tf.data.Dataset`` or not floating point, or
       ``loss`` is not a name.
     ValueError: missing labels or one label count off ``x``, or an invalid
       ``epsilon``, ``p``, ``q``, ``num_steps``, ``step_size``,
-      ``num_restarts``, ``name``, ``every_n_epochs`` or ``batch_size``.
+      ``num_restarts``, ``name``, ``every_n_epochs``, ``batch_size``,
+      ``attack`` or ``seed``.
 
   Example:
 
@@ -258,11 +265,15 @@ class RobustAccuracy(_Monitor):
   def __init__(self, x, y, epsilon, p=_INF, *, name="val_robust_acc", num_steps=10,
                step_size=None, num_restarts=1, loss="crossentropy", q=2, clip=None,
                random_start=True, every_n_epochs=1, batch_size=256, training=False,
-               jit_compile=False):
+               jit_compile=False, attack="pgd", seed=0):
     super().__init__(x, name=name, every_n_epochs=every_n_epochs, batch_size=batch_size,
                      training=training, jit_compile=jit_compile)
     if y is None:
       raise ValueError("`y` must hold the labels of `x`. Received: y=None")
+    self.attack = _checks.one_of(attack, ("pgd", "fast", "standard"), "attack")
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+      raise ValueError(f"`seed` must be a non-negative integer. Received: seed={seed!r}")
+    self.seed = int(seed)
     self.y = _as_labels(y, self.x.shape[0])
     self.epsilon = _checks.positive_float(epsilon, "epsilon")
     self.p = _checks.exponent(p, "p")
@@ -273,8 +284,13 @@ class RobustAccuracy(_Monitor):
     self.q = _checks.exponent(q, "q")
     self.clip = _clip(clip)
     self.random_start = bool(random_start)
+    if self.attack != "pgd" and self.p not in (1.0, 2.0, _INF):
+      raise ValueError(f"`attack={self.attack!r}` (the ensemble) needs p in {{1, 2, inf}}. "
+                       f"Received: p={self.p}")
 
   def _build_kernel(self, model):
+    if self.attack != "pgd":
+      return model  # auto_attack compiles its stages per call.
     return evaluation._RobustKernel(  # pylint: disable=protected-access
         model, p=self.p, num_steps=self.num_steps, step_size=self.step_size,
         num_restarts=self.num_restarts, loss=self.loss, q=self.q, clip=self.clip,
@@ -282,6 +298,12 @@ class RobustAccuracy(_Monitor):
         jit_compile=self.jit_compile)
 
   def _compute(self, kernel):
+    if self.attack != "pgd":
+      result = evaluation.auto_attack(
+          kernel, self.x, self.y, epsilon=self.epsilon, p=self.p, version=self.attack,
+          clip=self.clip, batch_size=self.batch_size, seed=self.seed, verbose=0,
+          training=self.training)
+      return {self.name: float(result.robust_accuracy)}
     clean, robust = kernel.run(self.x, self.y, [self.epsilon], self.batch_size)
     return {self.name: float(np.mean(clean & robust[0]))}
 
@@ -298,6 +320,8 @@ class RobustAccuracy(_Monitor):
         "q": self.q,
         "clip": None if self.clip is None else list(self.clip),
         "random_start": self.random_start,
+        "attack": self.attack,
+        "seed": self.seed,
     }
 
 
