@@ -368,9 +368,16 @@ class _StageRunner:
 
   def compile(self, kernel):
     if self.replicas == 1:
-      return tf.function(kernel)
-    strategy = self.strategy
-    return tf.function(lambda x, y, s: strategy.run(kernel, args=(x, y, s)))
+      compiled = tf.function(kernel)
+    else:
+      strategy = self.strategy
+      compiled = tf.function(lambda x, y, s: strategy.run(kernel, args=(x, y, s)))
+    # Each stage of each call is a new function traced once (all its batches
+    # share the shape); TensorFlow would count those traces of the same code
+    # as "frequent retracing" and warn after a few stages. pylint: disable=protected-access
+    if hasattr(compiled, "_omit_frequent_tracing_warning"):
+      compiled._omit_frequent_tracing_warning = True
+    return compiled
 
   def run(self, compiled, x, y, seed, title):
     """Returns the kernel's outputs for the ``len(x)`` points, as numpy."""
