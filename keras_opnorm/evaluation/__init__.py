@@ -37,9 +37,16 @@ cross-entropy actually "sees" is the one of the centered logits
 (`center_logits`); every function here takes ``centered=True`` to use it and
 `alignment` then reports the raw and the centered numbers side by side.
 
-Modules: `evaluation.robustness` (accuracy under PGD), `evaluation.spectrum`
-(spectra, mean operator norms, centered logits), `evaluation.alignment`
-(singular-vector and margin alignment).
+* `auto_attack`: robust accuracy under an AutoAttack-grade cascade (APGD-CE,
+  APGD-T, FAB-T, Square; Croce & Hein, ICML 2020), the number to report;
+  `gradient_masking_checks`: the sanity checks of Carlini et al. (2019);
+  `robust_radii`: per-example minimum-norm radii (FMN), the whole
+  accuracy-vs-eps curve from one run.
+
+Modules: `evaluation.autoattack` (the ensemble), `evaluation.sanity`
+(gradient-masking checks), `evaluation.robustness` (accuracy under PGD,
+robust radii), `evaluation.spectrum` (spectra, mean operator norms, centered
+logits), `evaluation.alignment` (singular-vector and margin alignment).
 """
 
 from keras_opnorm.evaluation.robustness import RobustAccuracyCurve
@@ -48,6 +55,9 @@ from keras_opnorm.evaluation.robustness import RobustRadii
 from keras_opnorm.evaluation.robustness import robust_radii
 from keras_opnorm.evaluation.autoattack import AutoAttackResult
 from keras_opnorm.evaluation.autoattack import auto_attack
+from keras_opnorm.evaluation.sanity import SanityCheck
+from keras_opnorm.evaluation.sanity import SanityReport
+from keras_opnorm.evaluation.sanity import gradient_masking_checks
 from keras_opnorm.evaluation.spectrum import SpectrumResult
 from keras_opnorm.evaluation.spectrum import mean_operator_norm
 from keras_opnorm.evaluation.spectrum import spectrum
@@ -70,6 +80,9 @@ from keras_opnorm.evaluation._results import _jsonable  # noqa: F401
 __all__ = [
     "AutoAttackResult",
     "auto_attack",
+    "SanityCheck",
+    "SanityReport",
+    "gradient_masking_checks",
     "RobustRadii",
     "robust_radii",
     "RobustAccuracyCurve",
