@@ -79,13 +79,16 @@ def _pgd(f, x, y, *, epsilon, p, clip, seed, training, num_steps, step_size=None
   """PGD from a seeded random start (`pgd_attack` draws its own start unseeded)."""
   from keras_opnorm import norms  # pylint: disable=g-import-not-at-top
   from keras_opnorm.attacks import pgd  # pylint: disable=g-import-not-at-top
-  # A random start in the ball: a Gaussian direction scaled to radius eps * u.
-  g = tf.random.stateless_normal(tf.shape(x), _common.fold_seed(seed, 0), dtype=x.dtype)
+  # A random start in the ball: a random direction (uniform in the cube for
+  # l-inf, Gaussian otherwise) scaled to the radius eps * u, u ~ U(0, 1).
   if math.isinf(p):
     g = tf.random.stateless_uniform(tf.shape(x), _common.fold_seed(seed, 0), -1.0, 1.0,
                                     dtype=x.dtype)
+  else:
+    g = tf.random.stateless_normal(tf.shape(x), _common.fold_seed(seed, 0), dtype=x.dtype)
   u = tf.random.stateless_uniform(tf.shape(x)[:1], _common.fold_seed(seed, 1), dtype=x.dtype)
-  delta0 = norms.normalize(g, p) * norms._per_example(epsilon * u, g)  # pylint: disable=protected-access
+  radius = tf.reshape(epsilon * u, [-1] + [1] * (x.shape.rank - 1))
+  delta0 = norms.normalize(g, p) * radius
   return pgd.pgd_attack(f, x, y, epsilon=epsilon, p=p, num_steps=num_steps,
                         step_size=step_size, random_start=False, loss=loss, clip=clip,
                         delta0=delta0, training=training)

@@ -309,7 +309,8 @@ def gradient_masking_checks(model, x, y=None, *, epsilon, p=_INF, clip=None,
   # (d) Zero gradients.
   share = _zero_gradient_share(model, x, y, batch_size, training)
   ok = share <= tolerance
-  message = f"share of points with an exactly zero input gradient of the cross-entropy: {share:.4f}."
+  message = (f"share of points with an exactly zero input gradient of the cross-entropy: "
+             f"{share:.4f}.")
   if not ok:
     message += f" More than {tolerance}: gradient attacks cannot move there."
   checks.append(SanityCheck("zero_gradients", ok, False, message, {"share": share}))
