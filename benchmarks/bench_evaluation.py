@@ -113,6 +113,12 @@ LABELS = {
     "fb_fmn": "FB FMN",
     "fb_ddn": "FB DDN",
 }
+# The main job's row labels, atomic text writer and log filter, shared with compare.
+# pylint: disable=protected-access
+_MODEL_LABELS = compare._LABELS
+_write_text_atomic = compare._write_text_atomic
+_NoRetracingWarnings = compare._NoRetracingWarnings
+# pylint: enable=protected-access
 _PEER_METHODS = {"art": ("art_aa",), "foolbox": ("fb_pgd", "fb_fmn", "fb_ddn")}
 # Relative slack of the shared verification, as in the library.
 _RTOL = 1e-5
@@ -232,8 +238,10 @@ def run_pgd20(model, x, y, *, epsilon, p, batch_size, seed):
 
 
 def run_art(model, x, y, *, epsilon, p, batch_size, seed, image_shape, eps_step=None):
-  from art.attacks.evasion import AutoAttack  # pylint: disable=g-import-not-at-top
-  from art.estimators.classification import TensorFlowV2Classifier  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from art.attacks.evasion import AutoAttack
+  from art.estimators.classification import TensorFlowV2Classifier
+  # pylint: enable=g-import-not-at-top
   keras.utils.set_random_seed(seed)  # ART draws with numpy
   # ART's Square attack takes images only ([n, h, w, c]): ART sees the digits as 8x8x1
   # images through a reshape in front of the same model (same weights).
@@ -381,7 +389,7 @@ def format_tables(cells, methods_by_norm, num_examples, epochs, seed, machine):
   lines.append("|" + "|".join(["---"] * len(header)) + "|")
   for c in cells:
     p, eps = NORMS[c.norm]
-    row = [f"l{c.norm}, {eps:g}", compare._LABELS[c.method], f"{c.clean_accuracy:.3f}"]  # pylint: disable=protected-access
+    row = [f"l{c.norm}, {eps:g}", _MODEL_LABELS[c.method], f"{c.clean_accuracy:.3f}"]
     row += [f"{c.robust[m]:.3f}" if m in c.robust else "-" for m in all_methods]
     if peers:
       key, best = c.best_peer(peers)
@@ -398,7 +406,7 @@ def format_tables(cells, methods_by_norm, num_examples, epochs, seed, machine):
   ratios = []
   for c in cells:
     p, eps = NORMS[c.norm]
-    row = [f"l{c.norm}, {eps:g}", compare._LABELS[c.method]]  # pylint: disable=protected-access
+    row = [f"l{c.norm}, {eps:g}", _MODEL_LABELS[c.method]]
     row += [_fmt_s(c.seconds.get(m)) if m in c.seconds else "-" for m in all_methods]
     if "art_aa" in all_methods:
       if "art_aa" in c.seconds:
@@ -509,7 +517,7 @@ def main(argv):
   norms, peers = _check_flags()
   _timing.set_threads(_THREADS.value)
   logger = tf.get_logger()
-  logger.addFilter(compare._NoRetracingWarnings())  # pylint: disable=protected-access
+  logger.addFilter(_NoRetracingWarnings())
   wall_start = time.perf_counter()
   seed, batch_size = flags.FLAGS.seed, _EVAL_BATCH_SIZE.value
   x, y, info = datasets.load_arrays("digits", split="test", max_examples=_NUM_EXAMPLES.value,
@@ -545,7 +553,7 @@ def main(argv):
   table = format_tables(cells, methods_by_norm, len(y), flags.FLAGS.epochs, seed, machine)
   print("\n" + table)
   os.makedirs(flags.FLAGS.output_dir, exist_ok=True)
-  compare._write_text_atomic(os.path.join(flags.FLAGS.output_dir, "table.md"), table)  # pylint: disable=protected-access
+  _write_text_atomic(os.path.join(flags.FLAGS.output_dir, "table.md"), table)
   peer_keys = [m for m in LABELS if m not in ("library", "pgd20")]
   results = {
       "num_examples": int(len(y)),
