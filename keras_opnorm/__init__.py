@@ -36,6 +36,7 @@ from keras_opnorm.attacks import apgd_attack
 from keras_opnorm.attacks import apgd_targeted_attack
 from keras_opnorm.attacks import fab_attack
 from keras_opnorm.attacks import fmn_attack
+from keras_opnorm.attacks import square_attack
 # [/attacks]
 
 # [training] exports (objectives, RobustModel, callbacks, layers submodules).
@@ -83,6 +84,7 @@ __all__ = [
     "apgd_targeted_attack",
     "fab_attack",
     "fmn_attack",
+    "square_attack",
     # Evaluation.
     "auto_attack",
     # Training.

@@ -320,7 +320,14 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
   def test_targeted_attack_needs_four_classes(self):
     f3 = lambda t: t[:, :3]
     with self.assertRaisesRegex(ValueError, r"'apgd-t' needs at least 4 classes"):
-      auto_attack(f3, self.x, np.zeros(4, np.int32), epsilon=0.1, version="fast", verbose=0)
+      auto_attack(f3, self.x, np.zeros(4, np.int32), epsilon=0.1, version="custom",
+                  attacks=["apgd-t"], verbose=0)
+
+  def test_preset_on_three_classes_leaves_apgd_t_out(self):
+    f3 = lambda t: t[:, :3]
+    result = auto_attack(f3, self.x, np.zeros(4, np.int32), epsilon=0.1, version="fast",
+                         verbose=0)
+    self.assertEqual(result.attacks, ["apgd-ce"])
 
   def test_square_has_no_l1(self):
     with self.assertRaisesRegex(ValueError, r"'square' supports p.*p=1.0"):

@@ -393,6 +393,14 @@ class BehaviourTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(g_2, square_attack(f, x, epsilon=0.3, p=2, num_queries=30, seed=2,
                                            num_restarts=2), atol=1e-5)
 
+  def test_dynamic_batch(self):
+    f, x, _ = three_class_problem()
+    attack = tf.function(lambda x: square_attack(f, x, epsilon=0.05, num_queries=10, seed=1),
+                         input_signature=[tf.TensorSpec([None, 5, 5, 2], tf.float32)])
+    self.assertEqual(attack(x[:2]).shape, (2, 5, 5, 2))
+    self.assertEqual(attack(x).shape, x.shape)
+    self.assertEqual(attack.experimental_get_tracing_count(), 1)
+
   def test_xla(self):
     f, x, _ = three_class_problem()
     attack = tf.function(lambda x: square_attack(f, x, epsilon=0.3, p=2, num_queries=20,

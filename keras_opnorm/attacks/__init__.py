@@ -32,12 +32,14 @@ from keras_opnorm.attacks.losses import targeted_dlr_loss
 from keras_opnorm.attacks.min_norm import fmn_attack
 from keras_opnorm.attacks.min_norm import minimal_perturbation_norms
 from keras_opnorm.attacks.pgd import pgd_attack
+from keras_opnorm.attacks.square import square_attack
 
 __all__ = [
     "pgd_attack",
     "apgd_attack",
     "apgd_targeted_attack",
     "fab_attack",
+    "square_attack",
     "fmn_attack",
     "minimal_perturbation_norms",
     "attack_loss",

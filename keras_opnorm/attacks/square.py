@@ -522,10 +522,11 @@ def _square_run(s, seed, history=False):
       hist = hist.write(i + 1, loss_best)
     return i + 1, d, loss_best, margin_best, active, hist
 
-  hist = tf.TensorArray(tf.float32, size=0, dynamic_size=True, element_shape=[None])
+  hist = tf.constant(0)  # A placeholder loop variable without `history`.
   if history:
+    hist = tf.TensorArray(tf.float32, size=0, dynamic_size=True, element_shape=[None])
     hist = hist.write(0, loss0)
-  init = (tf.constant(0), d0, loss0, margin0, active0, hist if history else tf.constant(0))
+  init = (tf.constant(0), d0, loss0, margin0, active0, hist)
   _, d, loss_best, margin_best, _, hist = tf.while_loop(
       lambda i, _, __, ___, active, ____: tf.logical_and(i < s.num_queries,
                                                          tf.reduce_any(active)),

@@ -37,7 +37,10 @@ The cascades (``version``), with the budgets of ``AutoAttack.set_version``:
 
 Where a model has fewer than 10 classes, the targets of the preset versions
 become ``min(targets, d - 1)`` (all other classes, which is what 9 targets
-mean for 10 classes); ``num_targets`` given explicitly must be ``< d``.
+mean for 10 classes); ``num_targets`` given explicitly must be ``< d``. On
+models with 2 or 3 classes the preset versions leave APGD-T out (its
+targeted DLR needs 4 logits; `AutoAttackResult.attacks` lists what ran): a
+binary classifier gets APGD-CE, FAB-T (one target: FAB) and Square.
 """
 
 import dataclasses
@@ -578,6 +581,10 @@ def auto_attack(model, x, y=None, *, epsilon, p=_INF, version="standard", attack
 
   pred, clean_margin = runner.run(runner.compile(clean_kernel), x, y, base_seed, "clean")
   num_classes = logits_fn(tf.constant(x[:1])).shape[-1]
+  if version != "custom" and num_classes is not None:
+    # Preset cascades leave out what the model's classes cannot support
+    # (APGD-T's targeted DLR needs 4 logits); `result.attacks` lists what ran.
+    stages = [stage for stage in stages if num_classes >= stage.min_classes]
   for stage in stages:
     _resolve(stage, num_classes, version)
 
