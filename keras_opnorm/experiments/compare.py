@@ -20,7 +20,10 @@ same data order, with the same optimiser and number of epochs:
   (`keras_opnorm.callbacks.SpectralNormRegularization`).
 
 Each trained model is evaluated on held-out data with `keras_opnorm.evaluation`:
-clean accuracy and lp PGD accuracy over a sweep of radii, the mean
+clean accuracy, robust accuracy under the AutoAttack-grade ensemble
+(`keras_opnorm.evaluation.auto_attack`, ``--evaluation``; the headline number
+and the one the claims use), per-example robust radii from FMN (the
+accuracy-vs-eps plot), lp PGD accuracy over a sweep of radii, the mean
 ``||J||_{p,q}`` (and of the centered logits ``P J``), the alignment of PGD
 perturbations (cross-entropy and lq-logit losses) with the right singular
 vectors of ``J`` and ``P J`` next to a random direction, and the Jacobian's
@@ -747,8 +750,8 @@ _WITH_STD = ("clean_accuracy", "robust_accuracy", "robust_accuracy_pgd")
 def check_claims(results):
   """The paper's robustness claims on this run, as ``name -> {holds, ...}``.
 
-  On the robust accuracies at the training eps (means over seeds, and per
-  seed):
+  On the headline robust accuracies at the training eps (the ensemble's,
+  unless ``--evaluation=pgd``; means over seeds, and per seed):
 
   * opnorm within 3 points of adversarial training;
   * both at least 20 points above the standard model;
