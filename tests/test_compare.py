@@ -240,8 +240,8 @@ class EndToEndTest(tf.test.TestCase):
         results["claims"],
         ["opnorm_within_3_points_of_adversarial",
          "adversarial_and_opnorm_20_points_above_standard", "spectral_below_both"])
-    plots = ["accuracy_vs_epsilon.png", "alignment_by_rank.png",
-             "alignment_by_rank_centered.png", "alignment_by_rank_logit.png",
+    plots = ["accuracy_vs_epsilon_min_norm.png", "accuracy_vs_epsilon.png",
+             "alignment_by_rank.png", "alignment_by_rank_centered.png", "alignment_by_rank_logit.png",
              "alignment_vs_epsilon.png", "alignment_vs_epsilon_logit.png", "spectra.png"]
     self.assertCountEqual(results["plots"], plots)
     for name in plots + ["table.md"]:
