@@ -70,6 +70,7 @@ Usage::
   python -m benchmarks.bench_evaluation
   python -m benchmarks.bench_evaluation --num_examples=100 --epochs=5 --norms=inf
   python -m benchmarks.bench_evaluation --peers=foolbox --threads=2
+  python -m benchmarks.bench_evaluation --norms=inf --methods=adversarial  # one piece
 
 The peers are in the ``bench`` extra (``pip install -e .[bench]``: IBM ART,
 Foolbox, and ``multiprocess``, which ART's AutoAttack imports). Writes
@@ -135,9 +136,10 @@ _EVAL_BATCH_SIZE = flags.DEFINE_integer(
 # --epochs, --seed, --output_dir and the training hyper-parameters (--batch_size,
 # --learning_rate, --attack_steps, --at_weight, --opnorm_weight, ...) are the flags of
 # keras_opnorm.experiments.compare, defined when it is imported: the same names, meanings
-# and defaults as the main job. Its --dataset, --model, --p, --epsilon, --methods and
+# and defaults as the main job; --methods picks the models (default: all four, a subset
+# splits a long run into pieces). Its --dataset, --model, --p, --q, --epsilon and
 # --num_seeds are fixed here.
-_FIXED = ("dataset", "model", "p", "q", "epsilon", "methods", "num_seeds")
+_FIXED = ("dataset", "model", "p", "q", "epsilon", "num_seeds")
 flags.FLAGS.set_default("output_dir", os.path.join("outputs", "bench_evaluation"))
 _FB_STEPS = flags.DEFINE_integer("fb_steps", 100, "Steps of Foolbox's PGD.")
 _FB_RESTARTS = flags.DEFINE_integer("fb_restarts", 5, "Runs of Foolbox's PGD (worst case).")
@@ -487,7 +489,7 @@ def _check_flags():
   fixed = [name for name in _FIXED if flags.FLAGS[name].present]
   if fixed:
     raise app.UsageError(f"--{fixed[0]} is fixed by this benchmark (the main job's digits MLP, "
-                         "four methods, one seed, the radii of --norms). "
+                         "one seed, the radii of --norms). "
                          f"Received: --{fixed[0]}={flags.FLAGS[fixed[0]].value!r}")
   for name in ("epochs", "eval_batch_size", "fb_steps", "fb_restarts"):
     value = flags.FLAGS[name].value
@@ -530,12 +532,12 @@ def main(argv):
   for norm in norms:
     p, epsilon = NORMS[norm]
     cfg = dataclasses.replace(compare.config_from_flags(), dataset="digits", model="mlp",
-                              methods=compare.METHODS, p=p, epsilon=epsilon, num_seeds=1,
+                              p=p, epsilon=epsilon, num_seeds=1,
                               verbose=0, plots=False)
     cfg = compare.validate(cfg)
     configs[norm] = cfg.to_dict()
     methods_by_norm[norm] = methods_for(norm, peers)
-    for method in compare.METHODS:
+    for method in cfg.methods:
       print(f"[l{norm}, eps {epsilon:g}] training {method}: {compare.describe(method, cfg)}",
             flush=True)
       model, record = compare.train(method, cfg, info, flatten=True)
