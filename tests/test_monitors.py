@@ -44,6 +44,18 @@ def _make(kind, x, y, **kwargs):
 _KEYS = {"opnorm": "val_opnorm", "robust": "val_robust_acc", "alignment": "val_alignment"}
 
 
+def _boundary_distances(model, x, y):
+  """l2 distance of each (x, y) to the boundary of a linear binary classifier.
+
+  With logits z = W x + b, the margin m = (w_y - w_o) x + b_y - b_o is linear,
+  so the distance is m / ||w_y - w_o||_2 (negative where misclassified).
+  """
+  k, b = (v.numpy() for v in model.layers[-1].weights)
+  w = k.T
+  diff = w[y] - w[1 - y]
+  return (np.sum(diff * x, axis=1) + b[y] - b[1 - y]) / np.linalg.norm(diff, axis=1)
+
+
 class MonitorsTest(parameterized.TestCase, tf.test.TestCase):
 
   @parameterized.parameters("opnorm", "robust", "alignment")
@@ -111,10 +123,7 @@ class MonitorsTest(parameterized.TestCase, tf.test.TestCase):
     monitor = monitors.RobustAccuracy(x, y, epsilon=0.3, p=2, num_steps=20,
                                       random_start=False)
     history = model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[monitor])
-    k, b = (v.numpy() for v in model.layers[-1].weights)
-    w = k.T
-    diff = w[y] - w[1 - y]
-    distance = (np.sum(diff * x, axis=1) + b[y] - b[1 - y]) / np.linalg.norm(diff, axis=1)
+    distance = _boundary_distances(model, x, y)
     self.assertGreater(np.min(np.abs(distance - 0.3)), 1e-4)
     self.assertAllClose(history.history["val_robust_acc"][-1], np.mean(distance > 0.3))
 
@@ -126,10 +135,7 @@ class MonitorsTest(parameterized.TestCase, tf.test.TestCase):
     model = _linear_classifier()
     monitor = monitors.RobustAccuracy(x, y, epsilon=0.3, p=2, attack="fast")
     history = model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[monitor])
-    k, b = (v.numpy() for v in model.layers[-1].weights)
-    w = k.T
-    diff = w[y] - w[1 - y]
-    distance = (np.sum(diff * x, axis=1) + b[y] - b[1 - y]) / np.linalg.norm(diff, axis=1)
+    distance = _boundary_distances(model, x, y)
     self.assertGreater(np.min(np.abs(distance - 0.3)), 1e-4)
     self.assertAllClose(history.history["val_robust_acc"][-1], np.mean(distance > 0.3))
 
