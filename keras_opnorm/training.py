@@ -27,7 +27,8 @@ The step mirrors Keras 3's own ``TensorFlowTrainer.train_step`` (Keras 3.15,
 adversarial cross-entropy replaces the clean loss, Madry et al. 2018).
 Objective terms are averaged over the local (per-replica) batch like Keras
 losses and divided by ``num_replicas_in_sync`` here, exactly as Keras divides
-its own losses (``keras.src.losses.loss.scale_loss_for_distribution``), so
+its own losses (``scale_loss_for_distribution`` in Keras'
+``keras/src/losses/loss.py``; reimplemented here with public API), so
 that the summed gradients across replicas are those of the global-batch mean.
 The clean prediction ``y_pred`` is computed once and handed to every
 objective (no redundant forward pass).
@@ -57,10 +58,10 @@ import math
 import warnings
 import weakref
 
+import inspect
+
 import keras
 import tensorflow as tf
-from keras.src.losses import loss as _keras_loss
-from keras.src.trainers import trainer as _keras_trainer
 
 __all__ = [
     "TrainStep",
@@ -113,9 +114,62 @@ def _clean_loss_weight(objectives):
   return c
 
 
+def _num_replicas():
+  """``num_replicas_in_sync`` of the current tf.distribute strategy (1 without)."""
+  return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def _scale_for_distribution(value):
+  """``value / num_replicas_in_sync``: a per-replica loss term for the global mean.
+
+  Keras' own ``scale_loss_for_distribution`` (``keras/src/losses/loss.py``,
+  Keras 3.15), written with public API: under a tf.distribute strategy each
+  replica's loss is divided by the number of replicas, so that the gradients
+  summed across replicas are those of the global-batch mean; a no-op on one
+  replica.
+
+  Args:
+    value: a float tensor.
+
+  Returns:
+    ``value * (1 / num_replicas)``, in ``value``'s dtype.
+  """
+  num_replicas = _num_replicas()
+  if num_replicas > 1:
+    value = value * tf.cast(1.0 / num_replicas, value.dtype)
+  return value
+
+
+def _unscale_for_distribution(value):
+  """``value * num_replicas_in_sync``: undoes `_scale_for_distribution`.
+
+  Keras' ``unscale_loss_for_distribution`` (``keras/src/losses/loss.py``)
+  with public API; the loss tracker records the unscaled per-replica loss.
+
+  Args:
+    value: a float tensor.
+
+  Returns:
+    ``value * num_replicas``, in ``value``'s dtype.
+  """
+  num_replicas = _num_replicas()
+  if num_replicas > 1:
+    value = value * tf.cast(num_replicas, value.dtype)
+  return value
+
+
 def _uses_default_compute_loss(model):
+  # `keras.Model.compute_loss` is Keras' `Trainer.compute_loss` (inherited).
   return getattr(type(model).compute_loss, "__code__", None) is (
-      _keras_trainer.Trainer.compute_loss.__code__)
+      keras.Model.compute_loss.__code__)
+
+
+def _compute_loss_has_training_arg(model):
+  """Whether ``model.compute_loss`` takes ``training`` (Keras >= 3.3)."""
+  try:
+    return "training" in inspect.signature(model.compute_loss).parameters
+  except (TypeError, ValueError):
+    return False
 
 
 def _batch_size(x):
@@ -236,8 +290,12 @@ class TrainStep:
     model = self.model
     c = self.clean_loss_weight
     if c == 1.0:
-      return model._compute_loss(  # pylint: disable=protected-access
-          x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+      # As Keras' `Trainer._compute_loss`: `training` only where the
+      # (possibly overridden) `compute_loss` accepts it.
+      if _compute_loss_has_training_arg(model):
+        return model.compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+      return model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
     # c != 1: the compiled loss is scaled, the additional losses (regularizers,
     # add_loss) are kept as they are (this is `Trainer.compute_loss` split).
     losses = []
@@ -246,7 +304,10 @@ class TrainStep:
       if compiled is not None:
         losses.append(compiled * tf.cast(c, compiled.dtype))
     for loss in model.losses:
-      losses.append(model._aggregate_additional_loss(loss))  # pylint: disable=protected-access
+      # Keras' `_aggregate_additional_loss` (sum, floatx, distribution scaling).
+      if not loss.dtype.is_floating:
+        loss = tf.cast(loss, keras.backend.floatx())
+      losses.append(_scale_for_distribution(tf.reduce_sum(loss)))
     if not losses:
       return tf.zeros((), dtype=keras.backend.floatx())
     return tf.add_n([tf.cast(l, losses[0].dtype) for l in losses])
@@ -266,11 +327,11 @@ class TrainStep:
       for obj in self.objectives:
         term, obj_metrics = obj(self.forward, x, y, y_pred, sample_weight=sample_weight)
         term = tf.cast(term, loss.dtype)
-        loss = loss + _keras_loss.scale_loss_for_distribution(term)
+        loss = loss + _scale_for_distribution(term)
         for name, value in (obj_metrics or {}).items():
           collected.append(((id(obj), name), value))
       model._loss_tracker.update_state(  # pylint: disable=protected-access
-          _keras_loss.unscale_loss_for_distribution(loss),
+          _unscale_for_distribution(loss),
           sample_weight=_batch_size(x))
       if model.optimizer is not None:
         loss = model.optimizer.scale_loss(loss)
@@ -443,8 +504,8 @@ def _check_default_train_step(model, owner):
   """
   if hasattr(model, "_keras_opnorm_objectives"):
     return
-  from keras.src.backend.tensorflow import trainer as tf_trainer  # pylint: disable=g-import-not-at-top
-  if type(model).train_step is not tf_trainer.TensorFlowTrainer.train_step:
+  # `keras.Model.train_step` is Keras' default (`TensorFlowTrainer.train_step`).
+  if type(model).train_step is not keras.Model.train_step:
     raise ValueError(
         f"{type(owner).__name__} replaces the model's `train_step`, but "
         f"{type(model).__name__} overrides `train_step`: it would silently stop "
