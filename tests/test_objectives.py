@@ -382,10 +382,16 @@ class SpectralNormRegularizationTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, "no Dense or Conv kernels.*kernel_free"):
       SpectralNormRegularization().build(model)
 
-  def test_unbuilt_model_is_an_error(self):
+  def test_unbuilt_model_defers_the_vectors_to_the_first_call(self):
+    # More in test_snr_unbuilt.py (fit, RobustModel, same as the built path).
     model = keras.Sequential([keras.layers.Dense(3)])
-    with self.assertRaisesRegex(ValueError, "built"):
-      SpectralNormRegularization().build(model)
+    objective = SpectralNormRegularization(weight=1.0, num_iters=50)
+    objective.build(model)
+    self.assertEqual(objective.kernel_layers, [])
+    model(np.ones((1, 4), np.float32))
+    loss, _ = objective(model, None, None, None)
+    sigma = np.linalg.svd(model.layers[0].kernel.numpy(), compute_uv=False)[0]
+    self.assertAllClose(loss, 0.5 * sigma ** 2, rtol=1e-4)
 
   def test_persistent_vectors_are_objective_state(self):
     model = _linear_model(_matrix(3, 5)[0])

@@ -100,7 +100,7 @@ def spectral_norm_power_iteration(w, u, *, num_iters=1):
 
 
 def _spectral_kernels(model):
-  """``(layer, kernel, out_axis)`` for every Dense / Conv layer, nested too."""
+  """``(layer, out_axis)`` for every Dense / Conv layer, nested too (built or not)."""
   dense = (keras.layers.Dense,)
   conv = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
   conv_t = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
@@ -113,11 +113,6 @@ def _spectral_kernels(model):
       out_axis = -1
     else:
       continue
-    if not layer.built:
-      raise ValueError(
-          f"SpectralNormRegularization needs a built model: layer "
-          f"'{layer.name}' has no kernel yet (call the model on a batch or "
-          f"build it first). Received: model={model.name!r}")
     if id(layer) in seen:
       continue
     seen.add(id(layer))
@@ -142,7 +137,9 @@ class SpectralNormRegularization(base.Objective):
   separable convolutions are not regularised.
 
   The term does not depend on the batch (``x``, ``y`` and ``sample_weight``
-  are ignored). The ``u_l`` are non-trainable ``keras.Variable`` objects owned
+  are ignored). On a model that is not built yet (a subclassed model before
+  its first ``fit`` step) ``build`` defers the ``u_l`` to the first batch,
+  once the forward pass has created the kernels. The ``u_l`` are non-trainable ``keras.Variable`` objects owned
   by the objective (not the model) with ``synchronization="on_read"``: under a
   tf.distribute strategy each replica updates its own copy locally (all
   replicas compute the same update from the same mirrored kernels), which
@@ -161,8 +158,9 @@ class SpectralNormRegularization(base.Objective):
     name: metric prefix. Defaults to `"spectral_norm"`.
 
   Raises:
-    ValueError: for ``weight < 0`` or ``num_iters <= 0``; in ``build`` for a
-      model without Dense or Conv kernels.
+    ValueError: for ``weight < 0`` or ``num_iters <= 0``; in ``build`` (or
+      on the first batch, for a model not built yet) for a model without
+      Dense or Conv kernels.
 
   Example:
 
@@ -187,13 +185,28 @@ class SpectralNormRegularization(base.Objective):
       raise ValueError(f"`seed` must be None or an integer >= 0. Received: seed={seed!r}")
     self.seed = seed
     self._kernels = []
+    self._pending = False  # vectors deferred to the first batch (unbuilt model)
 
   def _validate_model(self, model):
     # Weights only: the model's output activation does not matter here.
     del model
 
   def _build_state(self, model):
+    self._kernels = []
+    self._pending = False
     kernels = _spectral_kernels(model)
+    unbuilt = [layer for layer in base.all_layers(model)
+               if isinstance(layer, keras.layers.Layer) and not layer.built]
+    if unbuilt:
+      # A model not called yet (a subclassed model before `fit`): its kernels
+      # do not exist. The vectors are made on the first batch (`call`), after
+      # the train step's forward pass has built the layers.
+      self._pending = True
+      return
+    self._make_vectors(kernels, model)
+
+  def _make_vectors(self, kernels, model):
+    """Creates the persistent ``u_l``, one per kernel (``seed``-determined)."""
     if not kernels:
       raise ValueError(
           "SpectralNormRegularization found no Dense or Conv kernels to "
@@ -209,6 +222,31 @@ class SpectralNormRegularization(base.Objective):
       u = self._add_state_variable(f"u_{i}", u0, synchronization="on_read")
       self._kernels.append((layer, out_axis, u))
 
+  def _make_pending_vectors(self, model):
+    """Creates the vectors deferred by `build`, on the first (traced) batch.
+
+    By now the forward pass has built the layers. As for Keras' own layers
+    built inside a traced step, ``tf.init_scope`` lifts the creation out of
+    the graph; under tf.distribute it runs once, in cross-replica context
+    (``merge_call``), inside the strategy's scope. Layers the forward pass
+    did not build (never called) have no kernel and are not regularised.
+    """
+
+    def create(strategy=None):
+      del strategy
+      if not self._pending:  # another replica made them
+        return
+      with tf.init_scope(), base._distribution_scope(model):  # pylint: disable=protected-access
+        kernels = [(layer, axis) for layer, axis in _spectral_kernels(model) if layer.built]
+        self._make_vectors(kernels, model)
+      self._pending = False
+
+    ctx = tf.distribute.get_replica_context()
+    if ctx is not None and tf.distribute.has_strategy():
+      ctx.merge_call(create)
+    else:
+      create()
+
   @property
   def kernel_layers(self):
     """The regularised layers, in the order of the persistent vectors."""
@@ -219,7 +257,9 @@ class SpectralNormRegularization(base.Objective):
     return (f"{self.name}_max", f"{self.name}_loss")
 
   def call(self, model, x, y, y_pred, sample_weight=None):
-    del model, x, y, y_pred, sample_weight
+    del x, y, y_pred, sample_weight
+    if self._pending:
+      self._make_pending_vectors(model)
     sigmas = []
     for layer, out_axis, u_var in self._kernels:
       w = kernel_matrix(layer.kernel, out_axis=out_axis)
