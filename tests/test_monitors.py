@@ -178,8 +178,9 @@ class MonitorsTest(parameterized.TestCase, tf.test.TestCase):
       monitors.RobustAccuracy(x, y[:2], epsilon=0.1)
     with self.assertRaisesRegex(ValueError, "`name` must be a non-empty string"):
       monitors.AlignmentMonitor(x, epsilon=0.1, name="")
-    with self.assertRaisesRegex(TypeError, "not a tf.data.Dataset"):
-      monitors.OperatorNormMonitor(tf.data.Dataset.from_tensor_slices(x))
+    # Datasets are accepted (tests/test_monitor_datasets.py); integer ones are not.
+    with self.assertRaisesRegex(TypeError, "`x` must be a tf.data.Dataset of floating-point"):
+      monitors.OperatorNormMonitor(tf.data.Dataset.from_tensor_slices(y).batch(2))
     with self.assertRaisesRegex(ValueError, "`p` must be"):
       monitors.OperatorNormMonitor(x, p=0.5)
 

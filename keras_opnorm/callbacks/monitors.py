@@ -43,15 +43,43 @@ __all__ = ["OperatorNormMonitor", "RobustAccuracy", "AlignmentMonitor"]
 _INF = float("inf")
 
 
-def _as_array(x, name):
-  if isinstance(x, tf.data.Dataset):
-    raise TypeError(
-        f"`{name}` must be an array of held-out examples (take a slice, e.g. "
-        f"`{name}[:200]`), not a tf.data.Dataset, so that the monitor can be "
-        f"serialised. Received: {name} of type {type(x).__name__}")
+def _is_dataset(x):
+  return isinstance(x, tf.data.Dataset)
+
+
+def _as_data(x, name):
+  """Held-out inputs: a float array, or a batched ``tf.data.Dataset`` as is.
+
+  A dataset yields ``x`` batches, or ``(x, y)`` / ``(x, y, sample_weight)``
+  batches (the weights are ignored), as in `keras_opnorm.evaluation`; it is
+  walked by `keras_opnorm.evaluation._data._batches` at every evaluation.
+  """
+  if _is_dataset(x):
+    spec = x.element_spec
+    x_spec = spec[0] if isinstance(spec, (tuple, list)) else spec
+    dtype = getattr(x_spec, "dtype", None)
+    if dtype is None or not dtype.is_floating:
+      raise TypeError(
+          f"`{name}` must be a tf.data.Dataset of floating-point `x` batches (or "
+          f"(x, y) batches). Received: {name} with element_spec={spec}")
+    return x
   if x is None:
-    raise ValueError(f"`{name}` must be an array of held-out examples. Received: {name}=None")
+    raise ValueError(
+        f"`{name}` must be an array or a batched tf.data.Dataset of held-out "
+        f"examples. Received: {name}=None")
   return np.asarray(_checks.float_input(x, name))
+
+
+def _dataset_has_labels(x):
+  spec = x.element_spec
+  return isinstance(spec, (tuple, list)) and len(spec) >= 2
+
+
+def _no_labels_with_dataset(y):
+  if y is not None:
+    raise ValueError(
+        "`y` must be None when `x` is a tf.data.Dataset: the dataset yields "
+        f"(x, y) batches. Received: y of type {type(y).__name__}")
 
 
 def _as_labels(y, n):
@@ -87,7 +115,7 @@ class _Monitor(keras.callbacks.Callback):
     super().__init__()
     if not isinstance(name, str) or not name:
       raise ValueError(f"`name` must be a non-empty string. Received: name={name!r}")
-    self.x = _as_array(x, "x")
+    self.x = _as_data(x, "x")
     self.name = name
     self.every_n_epochs = _checks.positive_int(every_n_epochs, "every_n_epochs")
     self.batch_size = _checks.positive_int(batch_size, "batch_size")
@@ -106,7 +134,10 @@ class _Monitor(keras.callbacks.Callback):
 
   def _ensure_kernel(self):
     if self.model is None:
-      raise ValueError(f"{type(self).__name__} must be used inside `fit` (it has no model).")
+      raise ValueError(
+          f"`model` is not set: {type(self).__name__} is a callback, pass it to "
+          f"`model.fit(..., callbacks=[...])` (or call `set_model(model)` "
+          f"first). Received: model=None")
     if self._kernel is None or self._kernel_model is not self.model:
       self._kernel = self._build_kernel(self.model)
       self._kernel_model = self.model
@@ -125,6 +156,11 @@ class _Monitor(keras.callbacks.Callback):
       logs.update(results)
 
   def get_config(self):
+    if _is_dataset(self.x):
+      raise NotImplementedError(
+          f"{type(self).__name__} built on a tf.data.Dataset cannot be "
+          f"serialised (`get_config`): give `x` (and `y`) as arrays to save "
+          f"it. Received: x of type {type(self.x).__name__}")
     return {
         "x": self.x,
         "name": self.name,
@@ -153,7 +189,9 @@ class OperatorNormMonitor(_Monitor):
   regularisation and, by Roth et al. 2020, adversarial training damp).
 
   Args:
-    x: held-out inputs ``[n, ...]`` (an array; keep it small, e.g. 200).
+    x: held-out inputs ``[n, ...]`` (an array; keep it small, e.g. 200), or
+      a finite batched ``tf.data.Dataset`` of ``x`` or ``(x, y, ...)``
+      batches (its own batches are used; ``batch_size`` is ignored).
     p: input norm. Defaults to `2`.
     q: output norm. Defaults to `2`.
     name: the ``logs`` key. Defaults to `'val_opnorm'`.
@@ -168,7 +206,7 @@ class OperatorNormMonitor(_Monitor):
     jit_compile: compile with XLA. Defaults to `False`.
 
   Raises:
-    TypeError: if ``x`` is a ``tf.data.Dataset`` or not floating point.
+    TypeError: if ``x`` is not floating point.
     ValueError: an invalid ``p``, ``q``, ``num_iters``, ``num_restarts``,
       ``name``, ``every_n_epochs`` or ``batch_size``.
 
@@ -225,9 +263,12 @@ class RobustAccuracy(_Monitor):
   with 20 steps each, is made for monitoring; it ignores the PGD options).
 
   Args:
-    x: held-out inputs ``[n, ...]`` (an array).
-    y: their integer labels ``[n]`` or one-hot labels ``[n, d]``.
-    epsilon: the attack radius (> 0).
+    x: held-out inputs ``[n, ...]`` (an array), or a finite batched
+      ``tf.data.Dataset`` of ``(x, y)`` or ``(x, y, sample_weight)`` batches
+      (its own batches are used; ``batch_size`` is ignored).
+    y: their integer labels ``[n]`` or one-hot labels ``[n, d]``; ``None``
+      when ``x`` is a dataset. Defaults to `None`.
+    epsilon: the attack radius (> 0); required.
     p: the attack norm. Defaults to `inf`.
     name: the ``logs`` key. Defaults to `'val_robust_acc'`.
     num_steps: PGD steps. Defaults to `10`.
@@ -247,9 +288,9 @@ class RobustAccuracy(_Monitor):
     seed: the ensemble's seed (each evaluation reuses it). Defaults to `0`.
 
   Raises:
-    TypeError: if ``x`` is a ``tf.data.Dataset`` or not floating point, or
-      ``loss`` is not a name.
-    ValueError: missing labels or one label count off ``x``, or an invalid
+    TypeError: if ``x`` is not floating point, or ``loss`` is not a name.
+    ValueError: missing labels (``y=None`` with an array, a dataset without
+      labels, or ``y`` with a dataset) or one label count off ``x``, or an invalid
       ``epsilon``, ``p``, ``q``, ``num_steps``, ``step_size``,
       ``num_restarts``, ``name``, ``every_n_epochs``, ``batch_size``,
       ``attack`` or ``seed``.
@@ -262,19 +303,27 @@ class RobustAccuracy(_Monitor):
   ```
   """
 
-  def __init__(self, x, y, epsilon, p=_INF, *, name="val_robust_acc", num_steps=10,
+  def __init__(self, x, y=None, epsilon=None, p=_INF, *, name="val_robust_acc", num_steps=10,
                step_size=None, num_restarts=1, loss="crossentropy", q=2, clip=None,
                random_start=True, every_n_epochs=1, batch_size=256, training=False,
                jit_compile=False, attack="pgd", seed=0):
     super().__init__(x, name=name, every_n_epochs=every_n_epochs, batch_size=batch_size,
                      training=training, jit_compile=jit_compile)
-    if y is None:
+    if _is_dataset(self.x):
+      _no_labels_with_dataset(y)
+      if not _dataset_has_labels(self.x):
+        raise ValueError(
+            "Labels are needed: the tf.data.Dataset passed as `x` must yield "
+            f"(x, y) batches. Received: x with element_spec={self.x.element_spec}")
+    elif y is None:
       raise ValueError("`y` must hold the labels of `x`. Received: y=None")
+    if epsilon is None:
+      raise ValueError("`epsilon` (the attack radius, > 0) is required. Received: epsilon=None")
     self.attack = _checks.one_of(attack, ("pgd", "fast", "standard"), "attack")
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
       raise ValueError(f"`seed` must be a non-negative integer. Received: seed={seed!r}")
     self.seed = int(seed)
-    self.y = _as_labels(y, self.x.shape[0])
+    self.y = None if _is_dataset(self.x) else _as_labels(y, self.x.shape[0])
     self.epsilon = _checks.positive_float(epsilon, "epsilon")
     self.p = _checks.exponent(p, "p")
     self.num_steps = _checks.positive_int(num_steps, "num_steps")
@@ -335,11 +384,14 @@ class AlignmentMonitor(_Monitor):
   the top singular vector of the centered-logits Jacobian ``P J``.
 
   Args:
-    x: held-out inputs ``[n, ...]`` (an array).
+    x: held-out inputs ``[n, ...]`` (an array), or a finite batched
+      ``tf.data.Dataset`` of ``x`` or ``(x, y, ...)`` batches (its own
+      batches are used; ``batch_size`` is ignored).
     epsilon: the attack radius (> 0).
     p: the attack norm. Defaults to `2`.
     y: labels for the cross-entropy attack; ``None`` attacks the model's own
-      predictions. Defaults to `None`.
+      predictions (or uses the dataset's labels, if it has any). Defaults to
+      `None`.
     name: the ``logs`` key. Defaults to `'val_alignment'`.
     q: logit-distance norm for ``loss='logit'``. Defaults to `2`.
     loss: the attack loss. Defaults to `'crossentropy'`.
@@ -358,9 +410,9 @@ class AlignmentMonitor(_Monitor):
     jit_compile: compile with XLA. Defaults to `False`.
 
   Raises:
-    TypeError: if ``x`` is a ``tf.data.Dataset`` or not floating point, or
-      ``loss`` is not a name.
-    ValueError: labels not one per example of ``x``, or an invalid
+    TypeError: if ``x`` is not floating point, or ``loss`` is not a name.
+    ValueError: labels not one per example of ``x`` (or given with a
+      dataset), or an invalid
       ``epsilon``, ``p``, ``q``, ``num_steps``, ``step_size``, ``num_iters``,
       ``name``, ``every_n_epochs`` or ``batch_size``.
   """
@@ -371,7 +423,11 @@ class AlignmentMonitor(_Monitor):
                batch_size=256, training=False, jit_compile=False):
     super().__init__(x, name=name, every_n_epochs=every_n_epochs, batch_size=batch_size,
                      training=training, jit_compile=jit_compile)
-    self.y = None if y is None else _as_labels(y, self.x.shape[0])
+    if _is_dataset(self.x):
+      _no_labels_with_dataset(y)
+      self.y = None
+    else:
+      self.y = None if y is None else _as_labels(y, self.x.shape[0])
     self.epsilon = _checks.positive_float(epsilon, "epsilon")
     self.p = _checks.exponent(p, "p")
     self.q = _checks.exponent(q, "q")
