@@ -194,7 +194,11 @@ def _tfds_raw(name, split, data_dir, download):
   # Read in large batches (not `batch_size=-1`, which needs a known size).
   batches = list(tfds.as_numpy(ds.batch(4096)))
   if not batches:
-    raise ValueError(f"The {split!r} split of {name!r} under {data_dir} is empty.")
+    where = data_dir or _default_data_dir()
+    raise ValueError(
+        f"`split` must name a non-empty split of the tensorflow-datasets set {name!r}. "
+        f"Received: split={split!r}, which holds no examples under data_dir={where!r} "
+        "(a partly prepared set: rebuild it with `tfds build`).")
   images = np.concatenate([b[0] for b in batches])
   labels = np.concatenate([b[1] for b in batches]).astype(np.int32)
   if images.ndim == 3:  # a grey image without its channel axis

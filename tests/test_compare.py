@@ -1,12 +1,16 @@
 """Tests for the comparison command keras_opnorm.experiments.compare."""
 
+import contextlib
+import io
 import json
 import os
+import re
 import unittest.mock
 
 from absl import app
 from absl.testing import flagsaver
 from absl.testing import parameterized
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -15,11 +19,13 @@ pytest.importorskip("sklearn")
 from keras_opnorm.experiments import compare  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # Tiny but complete settings: every method, every evaluation, every plot.
+# Keras' verbosity stays at its default (--keras_verbose=0).
 _TINY = dict(
     epochs=1, batch_size=256, attack_steps=2, opnorm_iters=2, num_steps=2,
-    eval_examples=16, align_examples=6, spectrum_k=3, sweep=["0", "1"], verbose=0,
+    eval_examples=16, align_examples=6, spectrum_k=3, sweep=["0", "1"],
     evaluation="fast", min_norm_steps=3,
     num_seeds=1)
+_INF = float("inf")
 
 
 class FlagValidationTest(parameterized.TestCase, tf.test.TestCase):
@@ -78,9 +84,13 @@ class FlagValidationTest(parameterized.TestCase, tf.test.TestCase):
     self.assertEqual(cfg.output_dir, os.path.join(parent, "out"))
     self.assertFalse(os.path.exists(parent))
 
-  def test_unexpected_positional_argument(self):
-    with self.assertRaisesRegex(app.UsageError, "Unexpected arguments: extra"):
+  def test_unexpected_positional_argument_is_named(self):
+    with self.assertRaisesRegex(app.UsageError,
+                                r"flags only .* Received: positional argument\(s\) 'extra'"):
       compare.main(["compare", "extra"])
+    # A flag written without its dashes: the message says what was meant.
+    with self.assertRaisesRegex(app.UsageError, r"'p=inf'\. Did you mean --p=inf\?"):
+      compare.main(["compare", "p=inf"])
 
   def test_validate_normalises(self):
     cfg = compare.validate(compare.Config(
@@ -89,12 +99,159 @@ class FlagValidationTest(parameterized.TestCase, tf.test.TestCase):
     self.assertEqual(cfg.methods, ("opnorm", "standard"))
     self.assertEqual(cfg.p, float("inf"))
     self.assertEqual(cfg.sweep, (0.5, 1.0, 2.0))  # the training eps is always in
-    self.assertEqual(cfg.epsilons, [0.5, 1.0, 2.0])
+    self.assertAllClose(cfg.epsilons, [0.05, 0.1, 0.2])  # multiples of the linf default 0.1
+
+  def test_keras_verbosity_flag_and_its_former_name(self):
+    self.assertEqual(compare.config_from_flags().verbose, 0)  # no Keras output by default
+    with flagsaver.flagsaver(keras_verbose=2):
+      self.assertEqual(compare.config_from_flags().verbose, 2)
+    with flagsaver.flagsaver(verbose=1):  # the alias
+      self.assertEqual(compare.config_from_flags().verbose, 1)
+    self._main_fails(r"--keras_verbose must be 0, 1 or 2. Received: --keras_verbose=3",
+                     keras_verbose=3)
 
   def test_default_output_dir_names_the_setting(self):
     cfg = compare.Config(p=float("inf"), epsilon=0.1)
     self.assertEqual(compare._default_output_dir(cfg),  # pylint: disable=protected-access
                      os.path.join("outputs", "compare", "digits_mlp_pinf_q2_eps0.1"))
+
+
+class ThreatModelTest(parameterized.TestCase, tf.test.TestCase):
+
+  def _validated(self, **kwargs):
+    return compare.validate(compare.Config(output_dir=self.create_tempdir().full_path,
+                                           **kwargs))
+
+  @parameterized.named_parameters(
+      ("digits_l2", "digits", 2.0, 1.0),  # the version-0.1 default, unchanged
+      ("digits_linf", "digits", _INF, 0.1),  # the README's l-inf comparison
+      ("digits_l1", "digits", 1.0, 5.0),  # MNIST's l1/l2 = 10/2 times digits' l2 radius 1
+      ("mnist_linf", "mnist", _INF, 0.3),  # Madry et al. 2018
+      ("mnist_l2", "mnist", 2.0, 2.0),
+      ("mnist_l1", "mnist", 1.0, 10.0),
+      ("fashion_mnist_linf", "fashion_mnist", _INF, 0.1),
+      # cifar10 pixels are in [-1, 1]: the [0, 1] radii 8/255 and 12 double.
+      ("cifar10_linf", "cifar10", _INF, 16 / 255),
+      ("cifar10_l1", "cifar10", 1.0, 24.0),
+      ("cifar10_l2", "cifar10", 2.0, 1.75),  # Roth et al. 2020
+  )
+  def test_default_radius_per_dataset_and_norm(self, dataset, p, expected):
+    model = "mlp" if dataset == "digits" else "small_cnn"
+    cfg = self._validated(dataset=dataset, model=model, p=p)
+    self.assertAlmostEqual(cfg.epsilon, expected)
+    self.assertEqual(compare.threat_model(cfg)["epsilon_source"], "default")
+    # The sweep and the output directory follow the resolved radius.
+    self.assertAlmostEqual(max(cfg.epsilons), 2 * expected)
+
+  def test_explicit_epsilon_wins(self):
+    cfg = self._validated(p=_INF, epsilon=0.2)
+    self.assertEqual(cfg.epsilon, 0.2)
+    self.assertEqual(compare.threat_model(cfg)["epsilon_source"], "--epsilon")
+
+  def test_main_without_epsilon_uses_the_linf_default(self):
+    with unittest.mock.patch.object(compare, "run_comparison") as run:
+      with flagsaver.flagsaver(p=_INF, output_dir=self.create_tempdir().full_path):
+        compare.main(["compare"])
+    cfg = run.call_args.args[0]
+    self.assertEqual(cfg.epsilon, 0.1)
+    self.assertTrue(cfg.output_dir)
+
+  @parameterized.named_parameters(
+      ("fashion_mnist_l2", dict(dataset="fashion_mnist", model="small_cnn", p=2.0),
+       r"--epsilon has no default for --dataset=fashion_mnist with --p=2 .*linf"),
+      ("digits_l3", dict(p=3.0), r"--epsilon has no default for --dataset=digits with --p=3"),
+  )
+  def test_no_default_asks_for_epsilon(self, kwargs, regex):
+    with self.assertRaisesRegex(app.UsageError, regex):
+      self._validated(**kwargs)
+
+  @parameterized.parameters(
+      # (p, input range, dim, r): (hi - lo) / 2 * dim^(1/p).
+      (_INF, (0.0, 1.0), 64, 0.5),
+      (2.0, (0.0, 1.0), 64, 4.0),  # 0.5 * sqrt(64)
+      (1.0, (0.0, 1.0), 64, 32.0),  # 0.5 * 64
+      (_INF, (-1.0, 1.0), 3072, 1.0),
+      (2.0, (0.0, 1.0), 784, 14.0),  # 0.5 * 28
+  )
+  def test_vacuous_radius(self, p, input_range, dim, expected):
+    r = compare.vacuous_radius(p, input_range, dim)
+    self.assertAlmostEqual(r, expected)
+    # It is the lp distance from the box's centre to a corner.
+    lo, hi = input_range
+    corner_offset = np.full(dim, (hi - lo) / 2)
+    self.assertAlmostEqual(np.linalg.norm(corner_offset, ord=p), r, places=4)
+
+  def test_no_default_is_vacuous(self):
+    for dataset, table in compare.DEFAULT_EPSILONS.items():
+      for p in table:
+        model = "mlp" if dataset == "digits" else "small_cnn"
+        threat = compare.threat_model(self._validated(dataset=dataset, model=model, p=p))
+        # MNIST's linf 0.3 is the largest share: 60% of r = 0.5.
+        self.assertLessEqual(threat["epsilon"], 0.61 * threat["vacuous_radius"],
+                             f"{dataset} p={p}")
+        self.assertFalse(threat["vacuous"], f"{dataset} p={p}")
+
+  def _start_of_run(self, **flag_values):
+    """What the command prints before its first training run."""
+    out = io.StringIO()
+    with unittest.mock.patch.object(compare, "train", side_effect=KeyboardInterrupt):
+      with flagsaver.flagsaver(output_dir=self.create_tempdir().full_path, **flag_values):
+        with contextlib.redirect_stdout(out), self.assertRaises(KeyboardInterrupt):
+          compare.main(["compare"])
+    return out.getvalue()
+
+  def test_explicit_vacuous_epsilon_warns_and_runs(self):
+    # eps = 1 in linf on [0, 1]: every input reaches every point of the box.
+    text = self._start_of_run(p=_INF, epsilon=1.0)
+    self.assertRegex(text, r"WARNING: vacuous threat model: --epsilon=1 with --p=inf on "
+                           r"digits .* at least 1, the linf radius whose ball around every "
+                           r"input covers the whole box")
+    self.assertIn("the digits default for linf is 0.1", text)
+    # eps = 0.5 in linf: every input reaches the all-0.5 image.
+    self.assertIn("at least 0.5, the linf radius that reaches the box's centre",
+                  self._start_of_run(p=_INF, epsilon=0.5))
+
+  def test_default_and_sensible_epsilon_do_not_warn(self):
+    text = self._start_of_run(p=_INF)
+    self.assertIn("threat model: linf ball of radius eps=0.1 (the digits default for linf)",
+                  text)
+    self.assertNotIn("WARNING", text)
+    self.assertNotIn("WARNING", self._start_of_run(p=2.0, epsilon=3.9))  # below 0.5 * 8
+
+
+class ProgressTest(tf.test.TestCase):
+
+  def test_duration(self):
+    self.assertEqual(compare._duration(42.4), "42 s")  # pylint: disable=protected-access
+    self.assertEqual(compare._duration(185), "3 min 05 s")  # pylint: disable=protected-access
+    self.assertEqual(compare._duration(7620), "2 h 07 min")  # pylint: disable=protected-access
+    self.assertEqual(compare._duration(None), "?")  # pylint: disable=protected-access
+
+  def test_eta_from_the_runs_done(self):
+    # Seeds 0, 1 x methods a, b: 4 runs.
+    cfg = compare.Config(methods=("a", "b"), num_seeds=2, epochs=3)
+    out = io.StringIO()
+    progress = compare._Progress(cfg, stream=out)  # pylint: disable=protected-access
+
+    def eta():
+      return re.search(r"ETA ([^\n]*)$", out.getvalue().splitlines()[-1]).group(1)
+
+    record = lambda t: {"train_seconds": t, "seconds_per_epoch": t / 3, "epoch_seconds": [1] * 3}
+    progress.trained(record(2.0))
+    self.assertEqual(eta(), "?")  # nothing evaluated yet
+    progress.evaluated(3.0, {"clean_accuracy": 1.0, "robust_accuracy": 0.5})
+    # 3 runs to come; b not seen: the mean of all runs, 2 + 3 each.
+    self.assertEqual(eta(), "15 s")
+    progress.trained(record(4.0))
+    # Rest of b's run: the mean evaluation (3); then a (2 + 3) and b (4 + 3).
+    self.assertEqual(eta(), "15 s")
+    self.assertStartsWith(out.getvalue().splitlines()[-1],
+                          "[run 2/4, seed 0] b: trained 3 epochs in 4.0 s (1.33 s/epoch); ")
+    progress.evaluated(5.0, {"clean_accuracy": 1.0, "robust_accuracy": 0.5})
+    self.assertEqual(eta(), "14 s")  # a: 2 + 3, b: 4 + 5
+    progress.stage("alignment", 1.5)
+    self.assertEqual(out.getvalue().splitlines()[-1],
+                     "[run 3/4, seed 1] a: evaluation stage alignment: 1.5 s")
 
 
 class AggregationTest(tf.test.TestCase):
@@ -174,12 +331,16 @@ class EndToEndTest(tf.test.TestCase):
     self.assertEqual([f for f in os.listdir(out) if f.endswith(".tmp")], [])
 
   def test_one_method_tiny(self):
-    # The whole path (train, evaluate, table, JSON, plots) for one method,
-    # into an output directory that the run creates when it writes.
-    out = os.path.join(self.create_tempdir().full_path, "new", "out")
-    with flagsaver.flagsaver(methods=["opnorm"], output_dir=out, plots=False, **_TINY):
-      compare.main(["compare"])
-    with open(os.path.join(out, "results.json")) as f:
+    # The whole path (train, evaluate, table, JSON, plots) for one method and
+    # two seeds at the linf default radius, into an output directory that the
+    # run creates when it writes.
+    out_dir = os.path.join(self.create_tempdir().full_path, "new", "out")
+    out = io.StringIO()
+    with flagsaver.flagsaver(methods=["opnorm"], output_dir=out_dir, plots=False, p=_INF,
+                             **dict(_TINY, num_seeds=2)):
+      with contextlib.redirect_stdout(out):
+        compare.main(["compare"])
+    with open(os.path.join(out_dir, "results.json")) as f:
       results = json.load(f)
     self.assertEqual(list(results["methods"]), ["opnorm"])
     self.assertEqual(results["claims"], {})  # needs all four methods
@@ -187,6 +348,31 @@ class EndToEndTest(tf.test.TestCase):
     r = results["methods"]["opnorm"]
     self.assertBetween(r["robust_accuracy"], 0.0, r["clean_accuracy"])
     self.assertIn("opnorm", r["per_seed"][0]["history"])  # the regulariser's metric
+    # The resolved radius is recorded, and the sweep is its multiples.
+    self.assertEqual(results["config"]["epsilon"], 0.1)
+    self.assertEqual(results["threat_model"]["epsilon_source"], "default")
+    self.assertEqual(results["threat_model"]["vacuous_radius"], 0.5)
+    self.assertEqual(r["evaluation"]["robust_accuracy_curve"]["epsilons"], [0.0, 0.1])
+    with open(os.path.join(out_dir, "table.md")) as f:
+      self.assertIn("eps=0.1 (the dataset's default for this p)", f.read())
+    # With the default verbosity: one plain line per training run, with an ETA.
+    text = out.getvalue()
+    self.assertNotIn("\x1b", text)  # no terminal escape codes
+    self.assertNotIn("\r", text)  # no progress bar redrawn in place
+    lines = text.splitlines()
+    trained = [l for l in lines if re.search(r"\] opnorm: trained ", l)]
+    self.assertLen(trained, 2)
+    duration = r"\d+ (s|min \d\d s|h \d\d min)"
+    self.assertRegex(trained[0], r"^\[run 1/2, seed 0\] opnorm: trained 1 epochs in "
+                                 rf"[0-9.]+ s .*; elapsed {duration}, ETA \?$")
+    self.assertRegex(trained[1], rf"^\[run 2/2, seed 1\] .*; elapsed {duration}, "
+                                 rf"ETA {duration}$")
+    evaluated = [l for l in lines if "] opnorm: evaluated in " in l]
+    self.assertLen(evaluated, 2)
+    self.assertTrue(evaluated[-1].endswith("ETA 0 s"), evaluated[-1])
+    # PGD sweep, operator norms and spectra, alignment, ensemble, FMN; per run.
+    self.assertLen([l for l in lines if "evaluation stage" in l], 2 * 5)
+    self.assertNotIn("WARNING", text)
 
   @pytest.mark.slow
   def test_tfds_dataset_with_a_cnn(self):

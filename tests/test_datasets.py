@@ -1,6 +1,7 @@
 """Tests for keras_opnorm.datasets: the digits split and the tfds path (mocked)."""
 
 import os
+import re
 import unittest.mock
 
 from absl.testing import parameterized
@@ -156,6 +157,17 @@ class TfdsTest(parameterized.TestCase, tf.test.TestCase):
     self.assertIn("cifar10 is not prepared under " + data_dir, message)
     self.assertIn(f"tfds build cifar10 --data_dir={data_dir}", message)
     self.assertIn("download=True", message)
+
+  def test_empty_split_names_the_argument(self):
+    data_dir = self.get_temp_dir()
+    empty = tf.data.Dataset.from_tensor_slices(
+        (np.zeros((0, 28, 28, 1), np.uint8), np.zeros((0,), np.int64)))
+    with unittest.mock.patch.object(tfds, "load", return_value=empty):
+      with self.assertRaisesRegex(
+          ValueError, r"`split` must name a non-empty split of the tensorflow-datasets set "
+          rf"'mnist'\. Received: split='test', which holds no examples under "
+          rf"data_dir='{re.escape(data_dir)}'"):
+        datasets.load_arrays("mnist", split="test", data_dir=data_dir)
 
   def test_download_failure_is_explained(self):
     data_dir = self.get_temp_dir()

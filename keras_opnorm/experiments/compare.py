@@ -37,7 +37,17 @@ The defaults reproduce the l2 comparison on scikit-learn's 8x8 digits
 
 and the linf comparison (q = 2) with:
 
-  python -m keras_opnorm.experiments.compare --p=inf --epsilon=0.1
+  python -m keras_opnorm.experiments.compare --p=inf
+
+Without ``--epsilon`` the radius is the dataset's default for ``--p``
+(`default_epsilon`, the table `DEFAULT_EPSILONS`: 1.0 for l2 and 0.1 for
+linf on the digits); an explicit ``--epsilon`` that makes the threat model
+vacuous (`vacuous_radius`) is run, after a warning.
+
+The command prints one line per training run (seed, method, epochs, time,
+and the elapsed time and ETA of the whole job) and one per evaluation stage,
+without progress bars or terminal escape codes; ``--keras_verbose=1`` (or 2)
+adds Keras' own progress bars (or epoch lines) to the training runs.
 """
 
 import dataclasses
@@ -79,6 +89,98 @@ _ENSEMBLE_NORMS = (1.0, 2.0, float("inf"))
 _DATASETS = datasets.DATASETS
 _MODELS = models.MODELS
 
+_INF = float("inf")
+
+# Default radius (--epsilon) per dataset and norm p, in the dataset's pixel units
+# (`keras_opnorm.datasets`: digits, mnist, fashion_mnist in [0, 1], cifar10 in
+# [-1, 1], where a [0, 1] radius doubles). Sources and reasoning: `default_epsilon`.
+DEFAULT_EPSILONS = {
+    "digits": {1.0: 5.0, 2.0: 1.0, _INF: 0.1},
+    "mnist": {1.0: 10.0, 2.0: 2.0, _INF: 0.3},
+    "fashion_mnist": {_INF: 0.1},
+    "cifar10": {1.0: 24.0, 2.0: 1.75, _INF: 16 / 255},
+}
+
+
+def default_epsilon(dataset, p):
+  """The default training and evaluation radius of ``dataset`` under the lp norm.
+
+  The values of `DEFAULT_EPSILONS`, in the dataset's pixel units:
+
+  ==============  ==========  =======  ==========  ===============================
+  dataset         l1          l2       l-inf       source
+  ==============  ==========  =======  ==========  ===============================
+  digits [0, 1]   5           1        0.1         l2, l-inf: this project's
+                                                   comparison (README); l1: see
+                                                   below
+  mnist [0, 1]    10          2        0.3         l-inf: Madry et al. 2018; l2,
+                                                   l1: Tramer & Boneh 2019, Maini
+                                                   et al. 2020
+  fashion_mnist   -           -        0.1         Wong & Kolter 2018
+  cifar10 [-1,1]  24 (= 12)   1.75     16/255      l-inf 8/255 (Madry et al.
+                                       (= 8/255)   2018, RobustBench) and l1 12
+                                                   (Maini et al. 2020, Croce &
+                                                   Hein 2021) in [0, 1] units,
+                                                   doubled; l2 1.75: Roth et al.
+                                                   2020, the paper reproduced
+  ==============  ==========  =======  ==========  ===============================
+
+  Digits l1: the literature has no 8x8-digits radius. The l1/l2 ratio of the
+  MNIST radii (10 / 2 = 5, Tramer & Boneh 2019; Maini et al. 2020: handwritten
+  digits in [0, 1] too) applied to the digits' l2 radius 1 gives 5: five
+  pixels changed fully out of 64, ``5 / 32 = 16%`` of the l1 radius that is
+  vacuous (`vacuous_radius`), next to 25% for l2 (1 / 4) and 20% for l-inf
+  (0.1 / 0.5). The l2 ball of radius 1 reaches a single pixel changed fully
+  at most; the l1 ball of radius 5 lies inside the l2 ball of radius 5.
+
+  References:
+    Madry et al., "Towards Deep Learning Models Resistant to Adversarial
+    Attacks", ICLR 2018 (https://arxiv.org/abs/1706.06083).
+    Wong & Kolter, "Provable defenses against adversarial examples via the
+    convex outer adversarial polytope", ICML 2018
+    (https://arxiv.org/abs/1711.00851).
+    Tramer & Boneh, "Adversarial Training and Robustness for Multiple
+    Perturbations", NeurIPS 2019 (https://arxiv.org/abs/1904.13000).
+    Maini, Wong & Kolter, "Adversarial Robustness Against the Union of
+    Multiple Perturbation Models", ICML 2020 (https://arxiv.org/abs/1909.04068).
+    Croce & Hein, "Mind the box: l1-APGD for sparse adversarial attacks on
+    image classifiers", ICML 2021 (https://arxiv.org/abs/2103.01208).
+    Roth, Kilcher & Hofmann, NeurIPS 2020 (https://arxiv.org/abs/1906.01527).
+
+  Args:
+    dataset: one of `keras_opnorm.datasets.DATASETS`.
+    p: the norm, ``1``, ``2`` or ``float("inf")``.
+
+  Returns:
+    The radius, or ``None`` where the table has none (other p, l1 and l2 on
+    fashion_mnist): pass ``--epsilon`` then.
+  """
+  return DEFAULT_EPSILONS.get(dataset, {}).get(float(p))
+
+
+def vacuous_radius(p, input_range, dim):
+  """The smallest lp radius at which no classifier is robust on two classes.
+
+  The centre ``c = (lo + hi) / 2`` of the box ``[lo, hi]^dim`` is within
+  ``r = (hi - lo) / 2 * dim^(1/p)`` (``(hi - lo) / 2`` for p = inf) of every
+  point of the box, and no point is within less of all of them (the box's
+  corners ``c +- r``). At ``eps >= r`` every input can be moved to ``c``,
+  whose single label makes every other class non-robust: robust accuracy is
+  at most the largest class's share, for any model. At ``eps >= 2 r`` the
+  ball around any input covers the whole box.
+
+  Args:
+    p: the norm, in ``[1, inf]``.
+    input_range: ``(lo, hi)``.
+    dim: the number of input coordinates.
+
+  Returns:
+    ``r`` (a float).
+  """
+  lo, hi = input_range
+  half = (hi - lo) / 2
+  return half if math.isinf(p) else half * dim ** (1.0 / p)
+
 FLAGS = flags.FLAGS
 
 # What to train.
@@ -90,8 +192,10 @@ flags.DEFINE_float("p", 2.0, "Input norm p in [1, inf] of the attacks and the op
                    "(`inf` for linf).")
 flags.DEFINE_float("q", 2.0, "Output (logit) norm q in [1, inf] of the operator norm and of "
                    "the lq-logit attack.")
-flags.DEFINE_float("epsilon", 1.0, "Training and evaluation radius (in the dataset's pixel "
-                   "units: digits are in [0, 1]).")
+flags.DEFINE_float("epsilon", None, "Training and evaluation radius, in the dataset's pixel "
+                   "units (digits, mnist, fashion_mnist in [0, 1], cifar10 in [-1, 1]). "
+                   "Default: the dataset's default for --p (DEFAULT_EPSILONS; digits: l1 5, "
+                   "l2 1, linf 0.1).")
 flags.DEFINE_integer("epochs", 30, "Training epochs per method.")
 flags.DEFINE_integer("batch_size", 64, "Training batch size.")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
@@ -135,8 +239,10 @@ flags.DEFINE_string("data_dir", None, "tensorflow-datasets directory (tfds sets 
                     "default ~/tensorflow_datasets).")
 flags.DEFINE_boolean("download", False, "Let tensorflow-datasets download a missing set.")
 flags.DEFINE_boolean("plots", True, "Draw the PNG plots (needs matplotlib).")
-flags.DEFINE_integer("verbose", 1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one "
-                     "line per epoch.")
+flags.DEFINE_integer("keras_verbose", 0, "Keras' own fit output on top of the command's "
+                     "progress lines (one per training run and evaluation stage): 0 none, 1 "
+                     "Keras' progress bar (with terminal escape codes), 2 one line per epoch.")
+flags.DEFINE_alias("verbose", "keras_verbose")  # its former name still works
 flags.DEFINE_boolean("jit_compile", False, "Compile the evaluation kernels with XLA.")
 
 
@@ -148,7 +254,7 @@ class Config:
   methods: tuple = METHODS
   p: float = 2.0
   q: float = 2.0
-  epsilon: float = 1.0
+  epsilon: float = None  # None: default_epsilon(dataset, p)
   epochs: int = 30
   batch_size: int = 64
   learning_rate: float = 1e-3
@@ -172,7 +278,7 @@ class Config:
   data_dir: str = None
   download: bool = False
   plots: bool = True
-  verbose: int = 1
+  verbose: int = 0  # Keras' fit verbosity (--keras_verbose)
   jit_compile: bool = False
 
   @property
@@ -268,8 +374,9 @@ def validate(cfg):
     cfg: a `Config` as read from the flags.
 
   Returns:
-    A new `Config`: repeated methods dropped, numbers converted, ``sweep``
-    sorted with 1 added, and ``output_dir`` set (checked to be writable).
+    A new `Config`: repeated methods dropped, numbers converted, ``epsilon``
+    set (`default_epsilon` where it is ``None``), ``sweep`` sorted with 1
+    added, and ``output_dir`` set (checked to be writable).
 
   Raises:
     absl.app.UsageError: naming the flag and the value received, before any
@@ -287,7 +394,15 @@ def validate(cfg):
   methods = tuple(dict.fromkeys(methods))  # drop repeats, keep order
   p = _exponent(cfg.p, "p")
   q = _exponent(cfg.q, "q")
-  epsilon = _number(cfg.epsilon, "epsilon")
+  if cfg.epsilon is None:
+    epsilon = default_epsilon(cfg.dataset, p)
+    if epsilon is None:
+      known = ", ".join(f"l{_p_text(k)}" for k in DEFAULT_EPSILONS[cfg.dataset])
+      _fail(f"--epsilon has no default for --dataset={cfg.dataset} with --p={_p_text(p)} "
+            f"(the defaults of {cfg.dataset}: {known}); pass one in the dataset's pixel "
+            "units. Received: --epsilon=None")
+  else:
+    epsilon = _number(cfg.epsilon, "epsilon")
   ints = {name: _number(getattr(cfg, name), name, integer=True)
           for name in ("epochs", "batch_size", "num_seeds", "attack_steps", "opnorm_iters",
                        "spectral_iters", "align_examples", "num_steps", "num_restarts",
@@ -311,7 +426,7 @@ def validate(cfg):
           f"--epsilon). Received: --sweep={','.join(map(str, cfg.sweep))!r}")
   sweep = tuple(sorted(set(sweep) | {1.0}))
   if cfg.verbose not in (0, 1, 2):
-    _fail(f"--verbose must be 0, 1 or 2. Received: --verbose={cfg.verbose!r}")
+    _fail(f"--keras_verbose must be 0, 1 or 2. Received: --keras_verbose={cfg.verbose!r}")
   cfg = dataclasses.replace(cfg, methods=methods, p=p, q=q, epsilon=epsilon, sweep=sweep,
                             **ints, **floats)
   output_dir = cfg.output_dir or _default_output_dir(cfg)
@@ -335,6 +450,61 @@ def config_from_flags(flag_values=None):
   values["methods"] = tuple(values["methods"] or ())
   values["sweep"] = tuple(values["sweep"] or ())
   return Config(**values)
+
+
+def threat_model(cfg):
+  """The threat model of a validated `Config`, as plain JSON.
+
+  Args:
+    cfg: a `Config` returned by `validate`.
+
+  Returns:
+    A dict: ``p``, ``epsilon``, ``epsilon_source`` (``"default"`` where
+    ``epsilon`` is `default_epsilon` of the dataset and p, else
+    ``"--epsilon"``), ``input_range``, ``input_dim``, ``vacuous_radius``
+    (`vacuous_radius`) and ``vacuous`` (``epsilon >= vacuous_radius``).
+  """
+  spec = datasets._SPECS[cfg.dataset]  # pylint: disable=protected-access
+  dim = int(np.prod(spec.shape))
+  radius = vacuous_radius(cfg.p, spec.input_range, dim)
+  default = default_epsilon(cfg.dataset, cfg.p)
+  return _jsonable({
+      "p": cfg.p,
+      "epsilon": cfg.epsilon,
+      "epsilon_source": "default" if default is not None and math.isclose(
+          cfg.epsilon, default) else "--epsilon",
+      "input_range": list(spec.input_range),
+      "input_dim": dim,
+      "vacuous_radius": radius,
+      "vacuous": cfg.epsilon >= radius,
+  })
+
+
+def _threat_model_text(cfg, threat):
+  p = _p_text(cfg.p)
+  where = (f"the {cfg.dataset} default for l{p}" if threat["epsilon_source"] == "default"
+           else "set by --epsilon")
+  return f"threat model: l{p} ball of radius eps={cfg.epsilon:g} ({where})"
+
+
+def _vacuous_warning(cfg, threat):
+  """The warning printed before a run whose ``--epsilon`` is vacuous."""
+  lo, hi = threat["input_range"]
+  p = _p_text(cfg.p)
+  r = threat["vacuous_radius"]
+  bound, what = ((2 * r, "whose ball around every input covers the whole box")
+                 if cfg.epsilon >= 2 * r else
+                 (r, f"that reaches the box's centre (all pixels {(lo + hi) / 2:g}) from "
+                  "every input"))
+  default = default_epsilon(cfg.dataset, cfg.p)
+  hint = (f"; the {cfg.dataset} default for l{p} is {default:g} (leave --epsilon out)"
+          if default is not None else "")
+  return (f"WARNING: vacuous threat model: --epsilon={cfg.epsilon:g} with --p={p} on "
+          f"{cfg.dataset} (pixels in [{lo:g}, {hi:g}], {threat['input_dim']} of them) is at "
+          f"least {bound:.4g}, the l{p} radius {what}. No "
+          "classifier can then be robust on two classes: every method scores at most the "
+          "largest class's share and the claims do not say anything. Running it as asked"
+          f"{hint}.")
 
 
 # ---------------------------------------------------------------------------
@@ -481,7 +651,7 @@ class _EpochTimer(keras.callbacks.Callback):
     self.seconds.append(time.perf_counter() - self._start)
 
 
-def train(method, cfg, info, flatten):
+def train(method, cfg, info, flatten, callbacks=()):
   """Builds, compiles and trains the model of one method.
 
   Every method starts from the same initial weights (Keras' global seed is
@@ -493,6 +663,8 @@ def train(method, cfg, info, flatten):
     cfg: the `Config` (its ``seed`` is this repetition's).
     info: the dataset's `keras_opnorm.datasets.DatasetInfo`.
     flatten: feed flat vectors (the ``mlp`` model).
+    callbacks: more Keras callbacks for ``fit`` (progress reports). Defaults
+      to `()`.
 
   Returns:
     ``(model, record)`` with record holding the timing and the history.
@@ -509,7 +681,7 @@ def train(method, cfg, info, flatten):
   timer = _EpochTimer()
   start = time.perf_counter()
   history = model.fit(train_ds, epochs=cfg.epochs, shuffle=False, verbose=cfg.verbose,
-                      callbacks=method_callbacks(method, cfg, info) + [timer])
+                      callbacks=method_callbacks(method, cfg, info) + [timer] + list(callbacks))
   total = time.perf_counter() - start
   epoch_seconds = list(timer.seconds)
   # The first epoch also traces and compiles the train step: leave it out of
@@ -537,7 +709,7 @@ def _subspace_energy(result, r):
   return float(np.mean(np.sqrt(np.sum(cos ** 2, axis=1))))
 
 
-def evaluate(model, x, y, cfg, info):
+def evaluate(model, x, y, cfg, info, on_stage=None):
   """Evaluates one trained model the way the paper does.
 
   Accuracy curves on all of ``x``; operator norms, spectra and alignment on
@@ -549,6 +721,9 @@ def evaluate(model, x, y, cfg, info):
     y: their integer labels ``[n]``.
     cfg: the `Config` (its ``seed`` seeds the attacks).
     info: the dataset's `keras_opnorm.datasets.DatasetInfo`.
+    on_stage: ``on_stage(name, seconds)`` is called after each stage (the PGD
+      sweep, operator norms and spectra, alignment, the ensemble, FMN).
+      Defaults to `None`.
 
   Returns:
     ``(summary, details)``: a dict of the headline numbers and a dict of the
@@ -559,14 +734,24 @@ def evaluate(model, x, y, cfg, info):
   x_align, y_align = x[:cfg.align_examples], y[:cfg.align_examples]
   k = min(cfg.spectrum_k, info.num_classes, int(x[0].size))
   common = dict(jit_compile=cfg.jit_compile)
+  clock = [time.perf_counter()]
+
+  def stage_done(name):
+    now = time.perf_counter()
+    if on_stage is not None:
+      on_stage(name, now - clock[0])
+    clock[0] = now
+
   curve = evaluation.robust_accuracy(
       model, x, y, epsilons=cfg.epsilons, p=cfg.p, num_steps=cfg.num_steps,
       num_restarts=cfg.num_restarts, clip=clip, **common)
+  stage_done(f"PGD-{cfg.num_steps} at {len(cfg.epsilons)} radii")
   opnorm = evaluation.mean_operator_norm(model, x_align, cfg.p, cfg.q, **common)
   opnorm_c = evaluation.mean_operator_norm(model, x_align, cfg.p, cfg.q, centered=True,
                                            **common)
   spec = evaluation.spectrum(model, x_align, k=k, **common)
   spec_c = evaluation.spectrum(model, x_align, k=k, centered=True, **common)
+  stage_done("operator norms and spectra")
   attack = dict(epsilon=cfg.epsilon, p=cfg.p, q=cfg.q, k=k, num_steps=cfg.num_steps,
                 clip=clip, centered=True, seed=cfg.seed, **common)
   align_ce = evaluation.alignment(model, x_align, y_align, loss="crossentropy", **attack)
@@ -580,16 +765,19 @@ def evaluate(model, x, y, cfg, info):
                                                     **sweep)
   margin = evaluation.margin_alignment(model, x_align, y_align, epsilon=cfg.epsilon, p=cfg.p,
                                        q=cfg.q, num_steps=cfg.num_steps, clip=clip, **common)
+  stage_done("alignment")
   robust_pgd = curve.accuracy_at(cfg.epsilon)
   ensemble = None
   if _uses_ensemble(cfg):
     ensemble = evaluation.auto_attack(model, x, y, epsilon=cfg.epsilon, p=cfg.p,
                                       version=cfg.evaluation, clip=clip, seed=cfg.seed,
                                       verbose=0)
+    stage_done(f"{cfg.evaluation} ensemble")
   radii = None
   if cfg.min_norm_steps and cfg.p in _ENSEMBLE_NORMS:
     radii = evaluation.robust_radii(model, x, y, p=cfg.p, num_steps=cfg.min_norm_steps,
                                     clip=clip, seed=cfg.seed, **common)
+    stage_done(f"FMN-{cfg.min_norm_steps} radii")
   summary = {
       "clean_accuracy": curve.clean_accuracy,
       "robust_accuracy": ensemble.robust_accuracy if ensemble else robust_pgd,
@@ -704,9 +892,11 @@ def format_table(results, cfg):
   seeds = (f"mean over {cfg.num_seeds} seeds {cfg.seeds[0]}..{cfg.seeds[-1]} (each its own "
            "split, initial weights and data order; ± one standard deviation)"
            if cfg.num_seeds > 1 else f"seed {cfg.seed}")
+  source = ("the dataset's default for this p"
+            if threat_model(cfg)["epsilon_source"] == "default" else "set by --epsilon")
   legend = [
-      f"{cfg.dataset} / {cfg.model}, p={p}, q={q}, eps={cfg.epsilon:g}, {cfg.epochs} epochs, "
-      f"{seeds}.",
+      f"{cfg.dataset} / {cfg.model}, p={p}, q={q}, eps={cfg.epsilon:g} ({source}), "
+      f"{cfg.epochs} epochs, {seeds}.",
       _robust_legend(cfg),
       f"PGD-{cfg.num_steps} acc: accuracy under PGD-{cfg.num_steps} (l{p}, cross-entropy, "
       f"{cfg.num_restarts} restart(s)) at eps, the weaker measure of version 0.1.",
@@ -878,6 +1068,105 @@ def _aggregate(per_seed):
   return out
 
 
+def _duration(seconds):
+  """``"42 s"``, ``"3 min 05 s"`` or ``"2 h 07 min"``; ``"?"`` for ``None``."""
+  if seconds is None:
+    return "?"
+  seconds = max(0, int(round(seconds)))
+  if seconds < 120:
+    return f"{seconds} s"
+  if seconds < 7200:
+    return f"{seconds // 60} min {seconds % 60:02d} s"
+  return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+# While a training run lasts, a line at most this often (a digits run prints none).
+_HEARTBEAT_SECONDS = 60.0
+
+
+class _Progress:
+  """Plain progress lines: one per training run and one per evaluation stage.
+
+  Each line goes to stdout at once (flushed), with no progress bar or
+  terminal escape code, so a log reads the same in a terminal and a file.
+  Training and evaluation lines end with the elapsed time and the ETA of the
+  whole job: the sum, over the work still to come, of the mean train and
+  evaluation time of the same method in the seeds already done (of all the
+  runs done, for a method not yet run; ``?`` before the first estimate).
+  """
+
+  def __init__(self, cfg, stream=None):
+    self._runs = [(seed, m) for seed in cfg.seeds for m in cfg.methods]
+    self._epochs = cfg.epochs
+    self._stream = stream
+    self._start = time.perf_counter()
+    self._index = 0
+    self._times = {"train": {}, "eval": {}}
+
+  def _mean(self, kind, method):
+    t = self._times[kind]
+    values = t.get(method) or [v for vs in t.values() for v in vs]
+    return float(np.mean(values)) if values else None
+
+  def _eta(self, rest_of_this_run):
+    total = rest_of_this_run
+    for _, method in self._runs[self._index + 1:]:
+      parts = (total, self._mean("train", method), self._mean("eval", method))
+      if any(v is None for v in parts):
+        return None
+      total = sum(parts)
+    return total
+
+  def _status(self, rest_of_this_run):
+    return (f"elapsed {_duration(time.perf_counter() - self._start)}, "
+            f"ETA {_duration(self._eta(rest_of_this_run))}")
+
+  def line(self, text):
+    seed, method = self._runs[self._index]
+    print(f"[run {self._index + 1}/{len(self._runs)}, seed {seed}] {method}: {text}",
+          file=self._stream, flush=True)
+
+  def heartbeat(self):
+    """A Keras callback that reports a long training run once a minute."""
+    progress = self
+
+    class _Heartbeat(keras.callbacks.Callback):
+
+      def on_train_begin(self, logs=None):
+        self._start = self._last = time.perf_counter()
+
+      def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        if now - self._last < _HEARTBEAT_SECONDS or epoch + 1 >= progress._epochs:
+          return
+        self._last = now
+        per_epoch = (now - self._start) / (epoch + 1)
+        evaluation_time = progress._mean("eval", progress._runs[progress._index][1])
+        rest = (None if evaluation_time is None
+                else (progress._epochs - epoch - 1) * per_epoch + evaluation_time)
+        progress.line(f"epoch {epoch + 1}/{progress._epochs}, "
+                      f"{_duration(now - self._start)}; {progress._status(rest)}")
+
+    return _Heartbeat()
+
+  def trained(self, record):
+    method = self._runs[self._index][1]
+    self._times["train"].setdefault(method, []).append(record["train_seconds"])
+    self.line(f"trained {len(record['epoch_seconds'])} epochs in "
+              f"{record['train_seconds']:.1f} s ({record['seconds_per_epoch']:.2f} s/epoch); "
+              f"{self._status(self._mean('eval', method))}")
+
+  def stage(self, name, seconds):
+    self.line(f"evaluation stage {name}: {seconds:.1f} s")
+
+  def evaluated(self, seconds, summary):
+    method = self._runs[self._index][1]
+    self._times["eval"].setdefault(method, []).append(seconds)
+    self.line(f"evaluated in {seconds:.1f} s: clean {summary['clean_accuracy']:.3f}, "
+              f"robust {summary['robust_accuracy']:.3f}; {self._status(0.0)}")
+    self._index += 1
+
+
 def run_comparison(cfg):
   """Trains and evaluates every method of a validated `Config`; writes the outputs.
 
@@ -895,6 +1184,11 @@ def run_comparison(cfg):
       a missing package).
   """
   wall_start = time.perf_counter()
+  threat = threat_model(cfg)
+  print(_threat_model_text(cfg, threat), flush=True)
+  if threat["vacuous"]:
+    print(_vacuous_warning(cfg, threat), flush=True)
+  progress = _Progress(cfg)
   flatten = cfg.model == "mlp"
   per_seed = {m: [] for m in cfg.methods}
   details = {m: [] for m in cfg.methods}
@@ -911,19 +1205,17 @@ def run_comparison(cfg):
             f"shape {info.input_shape} in {list(info.input_range)}; evaluating on "
             f"{len(y_eval)} (alignment, spectra: {min(cfg.align_examples, len(y_eval))}); "
             f"seeds {cfg.seeds}.", flush=True)
-    for i, method in enumerate(cfg.methods):
-      print(f"[seed {seed}, {i + 1}/{len(cfg.methods)}] {method}: {describe(method, cfg)}",
-            flush=True)
-      model, record = train(method, cfg_s, info, flatten)
+      for method in cfg.methods:
+        print(f"{method}: {describe(method, cfg)}", flush=True)
+    for method in cfg.methods:
+      model, record = train(method, cfg_s, info, flatten, callbacks=[progress.heartbeat()])
+      progress.trained(record)
       start = time.perf_counter()
-      summary, detail = evaluate(model, x_eval, y_eval, cfg_s, info)
+      summary, detail = evaluate(model, x_eval, y_eval, cfg_s, info, on_stage=progress.stage)
       record["eval_seconds"] = time.perf_counter() - start
+      progress.evaluated(record["eval_seconds"], summary)
       per_seed[method].append({"seed": seed, **summary, **record})
       details[method].append(detail)
-      print(f"    trained in {record['train_seconds']:.1f} s "
-            f"({record['seconds_per_epoch']:.2f} s/epoch), evaluated in "
-            f"{record['eval_seconds']:.1f} s: clean {summary['clean_accuracy']:.3f}, "
-            f"robust {summary['robust_accuracy']:.3f}", flush=True)
       keras.backend.clear_session()
   results = {
       m: {"label": _LABELS[m], "description": describe(m, cfg), **_aggregate(per_seed[m]),
@@ -939,6 +1231,7 @@ def run_comparison(cfg):
   _write_text_atomic(os.path.join(cfg.output_dir, "table.md"), table)
   out = {
       "config": cfg.to_dict(),
+      "threat_model": threat,
       "dataset": info.to_dict(),
       "eval_examples": int(len(y_eval)),
       "align_examples": int(min(cfg.align_examples, len(y_eval))),
@@ -975,7 +1268,11 @@ class _NoRetracingWarnings(logging.Filter):
 
 def main(argv):
   if len(argv) > 1:
-    _fail(f"Unexpected arguments: {' '.join(argv[1:])}")
+    extra = argv[1:]
+    hint = "".join(f" Did you mean --{a}?" for a in extra[:1]
+                   if "=" in a and not a.startswith("-"))
+    _fail("compare takes flags only (--name=value), no positional arguments. Received: "
+          f"positional argument(s) {' '.join(map(repr, extra))}.{hint}")
   cfg = validate(config_from_flags())
   logger = tf.get_logger()
   if not any(isinstance(f, _NoRetracingWarnings) for f in logger.filters):
