@@ -55,6 +55,9 @@ from keras_opnorm import plots
 from keras_opnorm.evaluation import auto_attack
 # [/evaluation]
 
+# Warnings.
+from keras_opnorm._checks import VacuousThreatModelWarning
+
 # [datasets] exports (datasets submodule).
 from keras_opnorm import datasets
 from keras_opnorm import models
@@ -87,6 +90,7 @@ __all__ = [
     "square_attack",
     # Evaluation.
     "auto_attack",
+    "VacuousThreatModelWarning",
     # Training.
     "RobustModel",
     # Submodules.

@@ -284,6 +284,8 @@ def operator_norm(f, x, p=2, q=2, *, num_iters=20, num_restarts=1, method="auto"
     An `OperatorNormResult` ``(norm [batch], v like x, u [batch, d], exact)``.
 
   Raises:
+    ValueError: a NaN or inf in ``x`` (naming how many examples and which;
+      in a graph an InvalidArgumentError, under XLA NaN results for them).
     ValueError: ``p`` or ``q`` < 1, non-positive ``num_iters`` /
       ``num_restarts`` / ``tol`` / ``exact_max_dim``, an unknown ``method``
       or ``jvp_mode``, ``method='exact'`` without a tractable closed form,
@@ -364,7 +366,7 @@ def _operator_norm(f, x, p, q, *, num_iters, num_restarts, method, v0, training,
       pick = best * batch + tf.range(batch)
       jv = tf.gather(jv, pick)
       v = tf.gather(v, pick)
-  norm = _jacobian_matrix.safe_norm(jv, q)
+  norm = _checks.nan_where_nonfinite(_jacobian_matrix.safe_norm(jv, q), x)  # XLA: no assertions.
   u = tf.stop_gradient(norms.steepest_ascent(tf.stop_gradient(jv), qs))
   return OperatorNormResult(norm=norm, v=v, u=u, exact=use_exact)
 

@@ -140,6 +140,8 @@ def singular_values(f, x, k=1, *, num_iters=20, method="auto", training=False, v
     *x.shape[1:]], left [batch, k, d])``.
 
   Raises:
+    ValueError: a NaN or inf in ``x`` (naming how many examples and which;
+      in a graph an InvalidArgumentError, under XLA NaN results for them).
     ValueError: ``k`` outside ``[1, min(d, n)]``, non-positive
       ``num_iters`` / ``exact_max_dim``, an unknown ``method`` / ``jvp_mode``,
       ``v0`` of the wrong shape, ``f`` not returning ``[batch, d]`` logits or
@@ -195,7 +197,7 @@ def _singular_values(f, x, k, *, num_iters, method, training, v0, jvp_mode,
       basis = tf.concat([given, basis[:, :, j:]], axis=2)
     basis, _ = tf.linalg.qr(basis)
     s, left, right = subspace_iteration(fn, x, basis, num_iters=num_iters, jvp_mode=jvp_mode)
-  values = tf.stop_gradient(s[:, :k])
+  values = _checks.nan_where_nonfinite(tf.stop_gradient(s[:, :k]), x)  # XLA: no assertions.
   vectors = tf.stop_gradient(_to_vectors(right, k, x))
   left = tf.stop_gradient(tf.linalg.matrix_transpose(left[:, :, :k]))
   return SingularValuesResult(values=values, vectors=vectors, left=left)

@@ -141,25 +141,28 @@ class FMNLinearTest(tf.test.TestCase, parameterized.TestCase):
       self.assertTrue(np.all(r >= exact_linear_distance(x, y, w, b, p) * (1 - 1e-5)))
       self.assertTrue(np.all(r <= (t_star + 2.0**-20) * np_lp_norm(x1 - x, p) * (1 + 1e-5)))
 
-  def test_misclassified_and_outside_the_box_return_x(self):
+  def test_misclassified_returns_x_and_outside_the_box_raises(self):
     # clip = (0, 2). Example 0 carries a wrong label (misclassified: distance
-    # 0, x returned); example 1 lies inside the box and is attacked; example 2
-    # has a coordinate at -0.5, outside the box (x returned, never broken).
+    # 0, x returned); example 1 lies inside the box and is attacked. An
+    # example with a coordinate at -0.5, outside the box, is an input error
+    # (issue 11: it used to be returned as x, silently never broken).
     f, _, _, x, y = linear_problem(5, 3, 4, batch=3)
     x = np.clip(x, 0.1, 1.9)
-    x[2, 0] = -0.5
     y = predictions(f, x)
     y_given = y.copy()
     y_given[0] = (y[0] + 1) % 3
     x_adv = fmn_attack(f, tf.constant(x, tf.float32), tf.constant(y_given), p=2.0,
                        num_steps=20, clip=(0.0, 2.0)).numpy()
-    np.testing.assert_array_equal(x_adv[[0, 2]], x[[0, 2]].astype(np.float32))
+    np.testing.assert_array_equal(x_adv[0], x[0].astype(np.float32))
     self.assertNotEqual(predictions(f, x_adv[1:2])[0], y[1])
     norms = minimal_perturbation_norms(f, tf.constant(x, tf.float32), tf.constant(y_given),
                                        tf.constant(x_adv), p=2.0).numpy()
     self.assertEqual(norms[0], 0.0)
-    self.assertEqual(norms[2], INF)  # x itself, correctly classified: not broken
     self.assertAllClose(norms[1], np.linalg.norm(x_adv[1] - x[1]), rtol=1e-5)
+    x[2, 0] = -0.5
+    with self.assertRaisesRegex(ValueError, r"`x` must lie inside `clip`"):
+      fmn_attack(f, tf.constant(x, tf.float32), tf.constant(y_given), p=2.0,
+                 num_steps=2, clip=(0.0, 2.0))
 
 
 class FMNReluTest(tf.test.TestCase, parameterized.TestCase):

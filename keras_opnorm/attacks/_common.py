@@ -2,6 +2,7 @@
 
 import math
 import numbers
+import warnings
 
 import keras
 import numpy as np
@@ -90,7 +91,12 @@ def _radius(value, name, x):
 
 
 def _labels(y, x):
-  """Checks labels: integer [batch] (or [batch, 1]) or float [batch, d]."""
+  """Checks labels: integer [batch] (or [batch, 1]) or float [batch, d].
+
+  Rank-1 float labels must be whole numbers (`_checks.class_labels`): 3.7 is
+  rejected rather than truncated to class 3. Their range is checked against
+  the logits by `_check_label_width`.
+  """
   y = tf.convert_to_tensor(y)
   if y.dtype == tf.bool or y.dtype == tf.string:
     raise TypeError(f"`y` must hold integer labels [batch] or one-hot labels [batch, d]. "
@@ -102,7 +108,7 @@ def _labels(y, x):
   if rank == 2 and not y.dtype.is_floating:
     y = tf.reshape(y, [-1]) if y.shape[1] == 1 else y
   if rank == 1 and y.dtype.is_floating:
-    y = tf.cast(y, tf.int32)
+    y = tf.cast(_checks.class_labels(y), tf.int32)
   if y.shape[0] is not None and x.shape[0] is not None and y.shape[0] != x.shape[0]:
     raise ValueError(f"`y` must have the batch size of `x` ({x.shape[0]}). Received: y "
                      f"with shape={y.shape}")
@@ -114,11 +120,24 @@ def _labels(y, x):
 
 
 def _check_label_width(y, logits):
-  if y is None or y.shape.rank != 2:
-    return
+  """Checks labels against the logits: one-hot width, or integer range.
+
+  Integer labels must lie in ``[0, num_classes)``, ``num_classes`` the
+  logits' width (a ValueError eagerly; a graph assertion otherwise). Returns
+  the (checked) labels.
+  """
+  if y is None:
+    return y
+  if y.shape.rank == 1 and not y.dtype.is_floating:
+    if logits.shape[-1] is not None:
+      y = _checks.class_labels(y, logits.shape[-1])
+    return y
+  if y.shape.rank != 2:
+    return y
   if y.shape[1] is not None and logits.shape[1] is not None and y.shape[1] != logits.shape[1]:
     raise ValueError(f"`y` must be one-hot with as many classes as `f` has logits "
                      f"({logits.shape[1]}). Received: y with shape={y.shape}")
+  return y
 
 
 def _clip_range(clip):
@@ -131,6 +150,133 @@ def _clip_range(clip):
     if math.isnan(lo) or math.isnan(hi) or lo >= hi:
       raise ValueError(f"`clip` must be a pair (lo, hi) with lo < hi. Received: clip={clip!r}")
   return lo, hi
+
+
+def _box_tolerance(lo, hi):
+  return 1e-6 * (hi - lo)
+
+
+def _shown_bound(c):
+  """A clip bound for a message: its value if it is one number."""
+  if isinstance(c, (numbers.Real, np.number)):
+    return c
+  value = _checks._eager_value(c)  # pylint: disable=protected-access
+  if value is not None and value.size == 1:
+    return f"{value.item():g}"
+  return f"<tensor shape={tuple(tf.convert_to_tensor(c).shape)}>"
+
+
+def _check_in_box(x, clip, name="x"):
+  """Checks that ``x`` lies inside ``clip = (lo, hi)`` (up to 1e-6 (hi - lo)).
+
+  An input outside the box (data in 0..255 with ``clip=(0, 1)``: the images
+  were not scaled) makes the attack's first projection move it by far more
+  than ``epsilon``, and the robust accuracy is that of another problem.
+  Eagerly a ValueError naming ``x``, ``clip``, the observed min / max and a
+  hint; in a graph a ``tf.debugging`` assertion (dropped by XLA).
+
+  Args:
+    x: the float batch.
+    clip: None or a checked ``(lo, hi)`` (numbers, or tensors broadcastable
+      to ``x``).
+    name: the argument name used in the message. Defaults to `"x"`.
+
+  Returns:
+    ``x`` (in a graph: behind the assertion).
+
+  Raises:
+    ValueError: eagerly, for values outside the box.
+  """
+  if clip is None:
+    return x
+  lo = tf.cast(clip[0], x.dtype)
+  hi = tf.cast(clip[1], x.dtype)
+  tol = _box_tolerance(lo, hi)
+  inside = tf.logical_and(x >= lo - tol, x <= hi + tol)
+  shown = tuple(_shown_bound(c) for c in clip)
+  msg = (f"`{name}` must lie inside `clip`=({shown[0]}, {shown[1]}) (up to 1e-6 * (hi - lo)); "
+         f"did you forget to scale the inputs to the clip range (e.g. divide images in "
+         f"0..255 by 255 for clip=(0, 1))?")
+  if tf.executing_eagerly():
+    if bool(tf.reduce_all(inside)):
+      return x
+    outside = int(tf.reduce_sum(tf.cast(tf.logical_not(inside), tf.int32)))
+    raise ValueError(
+        f"{msg} Received: {name} with values in [{float(tf.reduce_min(x)):.6g}, "
+        f"{float(tf.reduce_max(x)):.6g}] ({outside} values outside the box)")
+  check = tf.debugging.Assert(
+      tf.reduce_all(inside), [msg + f" Received: {name} with min and max", tf.reduce_min(x),
+                              tf.reduce_max(x)])
+  with tf.control_dependencies([check]):
+    return tf.identity(x)
+
+
+def _known_value(value):
+  """A number or an eagerly known tensor / variable as numpy, else None."""
+  if isinstance(value, (bool, np.bool_)):
+    return None
+  if isinstance(value, (numbers.Real, np.number)):
+    return np.asarray(float(value))
+  return _checks._eager_value(value)  # pylint: disable=protected-access
+
+
+def vacuous_radius(p, clip, example_shape):
+  """``||(hi - lo) / 2||_p`` over one example, or None if not known statically.
+
+  The radius from which the lp ball around the box midpoint contains the
+  whole box (see `keras_opnorm.VacuousThreatModelWarning`).
+  """
+  if clip is None or example_shape is None:
+    return None
+  example_shape = tf.TensorShape(example_shape)
+  if not example_shape.is_fully_defined():
+    return None
+  lo, hi = (_known_value(c) for c in clip)
+  if lo is None or hi is None:
+    return None
+  try:
+    half = np.broadcast_to((hi.astype(np.float64) - lo) / 2.0, example_shape.as_list())
+  except ValueError:
+    return None
+  half = np.abs(half).reshape(-1)
+  if half.size == 0:
+    return None
+  if math.isinf(p):
+    return float(half.max())
+  m = half.max()
+  if m == 0:
+    return 0.0
+  return float(m * np.power(np.power(half / m, p).sum(), 1.0 / p))
+
+
+def warn_if_vacuous(epsilon, p, clip, example_shape, caller, stacklevel=3):
+  """Warns (`VacuousThreatModelWarning`) if ``epsilon`` covers the clip box.
+
+  Does nothing without ``clip``, or when ``epsilon`` or the box is not known
+  at this point (a symbolic tensor). Returns True if it warned.
+  """
+  if clip is None:
+    return False
+  eps = _known_value(epsilon)
+  if eps is None or eps.size == 0:
+    return False
+  threshold = vacuous_radius(p, clip, example_shape)
+  if threshold is None:
+    return False
+  eps_max = float(np.max(eps))
+  if not eps_max >= threshold:
+    return False
+  n = tf.TensorShape(example_shape).num_elements()
+  p_name = "inf" if math.isinf(p) else f"{p:g}"
+  warnings.warn(
+      f"{caller}: epsilon={eps_max:g} covers the valid input box clip=({clip[0]}, "
+      f"{clip[1]}) in l{p_name}: epsilon >= ||(hi - lo) / 2||_{p_name} = {threshold:g} "
+      f"over n={n} input coordinates, so every input can be moved to the box "
+      f"midpoint and the threat model is vacuous (robust accuracy is at most the "
+      f"frequency of the most common class). Is epsilon in the units of the "
+      f"clip range (e.g. 8/255 rather than 8)?",
+      _checks.VacuousThreatModelWarning, stacklevel=stacklevel)
+  return True
 
 
 def _same_batch(x, y, name):

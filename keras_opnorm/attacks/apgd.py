@@ -41,12 +41,14 @@ from keras_opnorm import _checks
 from keras_opnorm import jacobian
 from keras_opnorm import norms
 from keras_opnorm.attacks._common import _check_label_width
+from keras_opnorm.attacks._common import _check_in_box
 from keras_opnorm.attacks._common import _clip_range
 from keras_opnorm.attacks._common import _labels
 from keras_opnorm.attacks._common import _radius
 from keras_opnorm.attacks._common import _same_batch
 from keras_opnorm.attacks._common import fold_seed
 from keras_opnorm.attacks._common import seed_tensor
+from keras_opnorm.attacks._common import warn_if_vacuous
 from keras_opnorm.attacks.losses import crossentropy_loss
 from keras_opnorm.attacks.losses import dlr_loss
 from keras_opnorm.attacks.losses import targeted_dlr_loss
@@ -272,6 +274,8 @@ class _Setup:
     self.rho = _unit_interval(rho, "rho")
     eps = _radius(epsilon, "epsilon", x)
     clip = _clip_range(clip)
+    x = _check_in_box(x, clip)
+    warn_if_vacuous(epsilon, self.p, clip, x.shape[1:], name, stacklevel=4)
     self.lo = None if clip is None else tf.cast(clip[0], x.dtype)
     self.hi = None if clip is None else tf.cast(clip[1], x.dtype)
     if y is not None:
@@ -572,6 +576,12 @@ def apgd_attack(f,
     ``x`` and in ``clip``.
 
   Raises:
+    ValueError: a NaN or inf in ``x`` (naming how many examples and which;
+      in a graph an InvalidArgumentError, under XLA NaN results for them).
+    ValueError: ``x`` outside ``clip`` (beyond 1e-6 * (hi - lo)); labels
+      that are not integers or not in ``[0, num_classes)``. Warns with
+      `keras_opnorm.VacuousThreatModelWarning` when ``epsilon`` covers the
+      ``clip`` box (``epsilon >= ||(hi - lo) / 2||_p``).
     ValueError: for ``p`` not in ``{1, 2, inf}``, ``num_steps <= 0``,
       ``num_restarts <= 0``, ``rho`` outside ``(0, 1)``, ``momentum`` outside
       ``(0, 1]``, an unknown loss, a bad ``epsilon``, ``clip`` or ``seed``,
@@ -671,6 +681,12 @@ def apgd_targeted_attack(f,
     ``x_adv``, with the shape and dtype of ``x``.
 
   Raises:
+    ValueError: a NaN or inf in ``x`` (naming how many examples and which;
+      in a graph an InvalidArgumentError, under XLA NaN results for them).
+    ValueError: ``x`` outside ``clip`` (beyond 1e-6 * (hi - lo)); labels
+      that are not integers or not in ``[0, num_classes)``. Warns with
+      `keras_opnorm.VacuousThreatModelWarning` when ``epsilon`` covers the
+      ``clip`` box (``epsilon >= ||(hi - lo) / 2||_p``).
     ValueError: for fewer than 4 classes, ``num_targets`` outside
       ``[1, d - 1]``, and the errors of `apgd_attack`.
     TypeError: for integer ``x`` or a non-integer ``num_targets``.

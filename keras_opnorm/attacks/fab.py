@@ -45,12 +45,14 @@ from keras_opnorm import _checks
 from keras_opnorm import jacobian
 from keras_opnorm import norms
 from keras_opnorm.attacks._common import _check_label_width
+from keras_opnorm.attacks._common import _check_in_box
 from keras_opnorm.attacks._common import _clip_range
 from keras_opnorm.attacks._common import _labels
 from keras_opnorm.attacks._common import _radius
 from keras_opnorm.attacks._common import _same_batch
 from keras_opnorm.attacks._common import fold_seed
 from keras_opnorm.attacks._common import seed_tensor
+from keras_opnorm.attacks._common import warn_if_vacuous
 
 __all__ = ["fab_attack", "project_halfspace_box"]
 
@@ -391,6 +393,12 @@ def fab_attack(f,
     misclassified), or ``x`` where none was found.
 
   Raises:
+    ValueError: a NaN or inf in ``x`` (naming how many examples and which;
+      in a graph an InvalidArgumentError, under XLA NaN results for them).
+    ValueError: ``x`` outside ``clip`` (beyond 1e-6 * (hi - lo)); labels
+      that are not integers or not in ``[0, num_classes)``. Warns with
+      `keras_opnorm.VacuousThreatModelWarning` when ``epsilon`` covers the
+      ``clip`` box (``epsilon >= ||(hi - lo) / 2||_p``).
     ValueError: for ``p`` other than 1, 2 or inf, ``num_steps`` or
       ``num_restarts`` <= 0, ``num_targets`` outside ``[1, d - 1]`` (when
       ``targeted``), ``alpha_max``, ``eta`` or ``beta`` out of range, an
@@ -424,6 +432,9 @@ def fab_attack(f,
   beta = _real_in(beta, "beta", 0.0, 1.0, open_lo=True)
   eps = None if epsilon is None else _radius(epsilon, "epsilon", x)
   clip = _clip_range(clip)
+  x = _check_in_box(x, clip)
+  if epsilon is not None:
+    warn_if_vacuous(epsilon, p, clip, x.shape[1:], "fab_attack")
   seed = seed_tensor(seed)
   if y is not None:
     y = _labels(y, x)

@@ -31,6 +31,7 @@ from keras_opnorm import _checks
 from keras_opnorm import jacobian
 from keras_opnorm import norms
 from keras_opnorm.attacks._common import _check_label_width
+from keras_opnorm.attacks._common import _check_in_box
 from keras_opnorm.attacks._common import _clip_range
 from keras_opnorm.attacks._common import _labels
 from keras_opnorm.attacks._common import _same_batch
@@ -213,10 +214,14 @@ def fmn_attack(f,
   Returns:
     ``x_adv`` with the shape and dtype of ``x``: per example the adversarial
     point of smallest lp distance to ``x`` among the iterates, and ``x``
-    itself where no iterate was adversarial, where ``x`` is misclassified
-    already (distance 0) or, with ``clip``, where ``x`` lies outside the box.
+    itself where no iterate was adversarial or where ``x`` is misclassified
+    already (distance 0). An ``x`` outside ``clip`` raises (see Raises).
 
   Raises:
+    ValueError: a NaN or inf in ``x`` (naming how many examples and which;
+      in a graph an InvalidArgumentError, under XLA NaN results for them).
+    ValueError: ``x`` outside ``clip`` (beyond 1e-6 * (hi - lo)); labels
+      that are not integers or not in ``[0, num_classes)``.
     ValueError: for ``p`` not in {1, 2, inf}, ``num_steps <= 0``,
       ``alpha_init`` or ``alpha_final`` not positive and finite, ``gamma_init``
       or ``gamma_final`` outside ``(0, 1)``, ``binary_search_steps < 0``,
@@ -250,6 +255,7 @@ def fmn_attack(f,
   if seed is not None:
     seed_tensor(seed)  # Checked only: the attack is deterministic.
   clip = _clip_range(clip)
+  x = _check_in_box(x, clip)
   if y is not None:
     y = _integer_labels(y, x)
   if starting_points is not None:
@@ -441,6 +447,8 @@ def minimal_perturbation_norms(f, x, y, x_adv, *, p, training=False):
     Float tensor ``[batch]`` (the dtype of ``x``, float32 for half inputs).
 
   Raises:
+    ValueError: a NaN or inf in ``x`` (naming how many examples and which;
+      in a graph an InvalidArgumentError, under XLA NaN results for them).
     ValueError: for ``p < 1``, or ``x_adv`` or ``y`` not matching ``x``.
     TypeError: for integer inputs or a non-callable ``f``.
 

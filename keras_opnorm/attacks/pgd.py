@@ -32,11 +32,13 @@ from keras_opnorm import _checks
 from keras_opnorm import jacobian
 from keras_opnorm import norms
 from keras_opnorm.attacks._common import _check_label_width
+from keras_opnorm.attacks._common import _check_in_box
 from keras_opnorm.attacks._common import _clip_range
 from keras_opnorm.attacks._common import _labels
 from keras_opnorm.attacks._common import _radius
 from keras_opnorm.attacks._common import _same_batch
 from keras_opnorm.attacks._common import _sparse_l1_direction
+from keras_opnorm.attacks._common import warn_if_vacuous
 from keras_opnorm.attacks.losses import attack_loss
 
 __all__ = ["pgd_attack"]
@@ -182,6 +184,12 @@ def pgd_attack(f,
     ``x_adv``, with the shape and dtype of ``x``.
 
   Raises:
+    ValueError: a NaN or inf in ``x`` (naming how many examples and which;
+      in a graph an InvalidArgumentError, under XLA NaN results for them).
+    ValueError: ``x`` outside ``clip`` (beyond 1e-6 * (hi - lo)); labels
+      that are not integers or not in ``[0, num_classes)``. Warns with
+      `keras_opnorm.VacuousThreatModelWarning` when ``epsilon`` covers the
+      ``clip`` box (``epsilon >= ||(hi - lo) / 2||_p``).
     ValueError: for ``epsilon`` or ``step_size`` that are not positive and
       finite, ``p < 1``, ``num_steps <= 0``, labels whose batch differs from
       ``x``, an unknown loss, ``f`` returning something other than
@@ -216,6 +224,8 @@ def pgd_attack(f,
   else:
     alpha = _radius(step_size, "step_size", x)
   clip = _clip_range(clip)
+  x = _check_in_box(x, clip)
+  warn_if_vacuous(epsilon, p, clip, x.shape[1:], "pgd_attack")
   if clip is not None:
     lo = tf.cast(clip[0], x.dtype)
     hi = tf.cast(clip[1], x.dtype)

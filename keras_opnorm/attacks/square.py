@@ -30,12 +30,14 @@ import tensorflow as tf
 from keras_opnorm import _checks
 from keras_opnorm import jacobian
 from keras_opnorm.attacks._common import _check_label_width
+from keras_opnorm.attacks._common import _check_in_box
 from keras_opnorm.attacks._common import _clip_range
 from keras_opnorm.attacks._common import _labels
 from keras_opnorm.attacks._common import _radius
 from keras_opnorm.attacks._common import _same_batch
 from keras_opnorm.attacks._common import fold_seed
 from keras_opnorm.attacks._common import seed_tensor
+from keras_opnorm.attacks._common import warn_if_vacuous
 from keras_opnorm.attacks.losses import crossentropy_loss
 from keras_opnorm.attacks.losses import margin
 
@@ -383,6 +385,8 @@ class _Setup:
                        f"[batch, h, w, c] (channels last). Received: x with shape={x.shape}")
     eps = _radius(epsilon, "epsilon", x)
     clip = _clip_range(clip)
+    x = _check_in_box(x, clip)
+    warn_if_vacuous(epsilon, p, clip, x.shape[1:], "square_attack", stacklevel=4)
     self.lo = None if clip is None else tf.cast(clip[0], x.dtype)
     self.hi = None if clip is None else tf.cast(clip[1], x.dtype)
     if y is not None:
@@ -646,6 +650,12 @@ def square_attack(f,
     ``x`` (``||x_adv - x||_p <= eps`` up to rounding) and in ``clip``.
 
   Raises:
+    ValueError: a NaN or inf in ``x`` (naming how many examples and which;
+      in a graph an InvalidArgumentError, under XLA NaN results for them).
+    ValueError: ``x`` outside ``clip`` (beyond 1e-6 * (hi - lo)); labels
+      that are not integers or not in ``[0, num_classes)``. Warns with
+      `keras_opnorm.VacuousThreatModelWarning` when ``epsilon`` covers the
+      ``clip`` box (``epsilon >= ||(hi - lo) / 2||_p``).
     ValueError: for ``p`` not in ``{2, inf}``, ``num_queries <= 0``,
       ``num_restarts <= 0``, ``p_init`` outside ``(0, 1]``, an unknown loss,
       an input of rank > 4 or with unknown non-batch dimensions, a bad

@@ -66,8 +66,9 @@ class LinearRamp(Schedule):
       Defaults to `0`.
 
   Raises:
-    ValueError, TypeError: for a negative, non-finite or non-numeric value,
-      or a negative or non-integer number of epochs.
+    ValueError, TypeError: for a negative, non-finite or non-numeric value
+      (a scalar tensor or variable is checked and read as a number), or a
+      negative or non-integer number of epochs.
 
   Example:
 
@@ -79,8 +80,8 @@ class LinearRamp(Schedule):
   """
 
   def __init__(self, start_value, end_value, ramp_epochs, start_epoch=0):
-    self.start_value = _checks.nonnegative_float(start_value, "start_value")
-    self.end_value = _checks.nonnegative_float(end_value, "end_value")
+    self.start_value = _nonnegative_value(start_value, "start_value")
+    self.end_value = _nonnegative_value(end_value, "end_value")
     self.ramp_epochs = _nonnegative_int(ramp_epochs, "ramp_epochs")
     self.start_epoch = _nonnegative_int(start_epoch, "start_epoch")
 
@@ -101,6 +102,23 @@ class LinearRamp(Schedule):
         "ramp_epochs": self.ramp_epochs,
         "start_epoch": self.start_epoch,
     }
+
+
+def _nonnegative_value(value, name):
+  """A finite number >= 0 as a float; a scalar tensor or variable is read now.
+
+  A schedule's values are Python floats (serialisable, and assigned to the
+  objective's variable at each epoch), so a tensor is checked and read here
+  rather than stored: ``tf.Variable(-1.0)`` raises instead of ramping to it.
+  """
+  value = _checks.nonnegative_float(value, name)
+  if isinstance(value, float):
+    return value
+  arr = _checks._eager_value(value)  # pylint: disable=protected-access
+  if arr is None or arr.size != 1:
+    raise TypeError(f"`{name}` must be a finite number >= 0 (a scalar). Received: "
+                    f"{name}={value!r}")
+  return float(arr.reshape(()))
 
 
 def _nonnegative_int(value, name):

@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_opnorm import _checks
+from keras_opnorm.attacks import _common
 
 
 def _check_batch_size(batch_size):
@@ -24,8 +25,19 @@ def _labels(y, name="y"):
         f"`{name}` must be integer labels [batch] or one-hot labels [batch, d]. "
         f"Received: {name} with shape={y.shape}")
   if y.dtype.is_floating:
-    y = tf.cast(tf.round(y), tf.int32)
+    y = _checks.class_labels(y, name=name)  # 3.7 is no class: not rounded.
   return tf.cast(y, tf.int32)
+
+
+def _check_batch(xb, yb, clip, fn):
+  """Eager checks of one batch before a compiled kernel (where XLA drops asserts).
+
+  ``xb`` inside ``clip`` and the labels ``yb`` in ``[0, d)``, ``d`` the width
+  of ``fn``'s logits (one example's forward pass).
+  """
+  _common._check_in_box(xb, _common._clip_range(clip))  # pylint: disable=protected-access
+  if yb is not None and fn is not None:
+    _checks.class_labels(yb, fn(xb[:1]).shape[-1])
 
 
 def _pad(t, size):

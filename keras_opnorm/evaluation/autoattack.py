@@ -48,6 +48,7 @@ import importlib
 import math
 import numbers
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -541,6 +542,12 @@ def auto_attack(model, x, y=None, *, epsilon, p=_INF, version="standard", attack
     An `AutoAttackResult`.
 
   Raises:
+    ValueError: a NaN or inf in ``x`` (naming how many examples and which;
+      in a graph an InvalidArgumentError, under XLA NaN results for them).
+    ValueError: ``x`` outside ``clip`` (beyond 1e-6 * (hi - lo)); labels
+      that are not integers or not in ``[0, num_classes)``. Warns with
+      `keras_opnorm.VacuousThreatModelWarning` when ``epsilon`` covers the
+      ``clip`` box (``epsilon >= ||(hi - lo) / 2||_p``).
     ValueError: for an unknown ``version`` or attack name, ``attacks`` given
       with a version other than ``'custom'``, ``epsilon <= 0``, a dataset
       without labels, ``num_targets`` >= the number of classes, an attack
@@ -572,6 +579,11 @@ def auto_attack(model, x, y=None, *, epsilon, p=_INF, version="standard", attack
   x, y = _materialize(x, y, batch_size)
   clip = _clip_arrays(clip, x.shape[1:])
   clip_tf = None if clip is None else tuple(tf.constant(b, x.dtype) for b in clip)
+  _common._check_in_box(tf.constant(x), clip_tf)  # pylint: disable=protected-access
+  _common.warn_if_vacuous(epsilon, p, clip, x.shape[1:], "auto_attack")
+  width = logits_fn(tf.constant(x[:1])).shape[-1]
+  if width is not None:
+    _checks.class_labels(tf.constant(y), width)  # Before the kernels (XLA drops asserts).
   runner = _StageRunner(strategy, batch_size, verbose)
 
   def clean_kernel(xb, yb, sb):
@@ -600,7 +612,9 @@ def auto_attack(model, x, y=None, *, epsilon, p=_INF, version="standard", attack
       attack = _attack_fn(stage, model, logits_fn, training)
 
       def kernel(xb, yb, sb, attack=attack, name=stage.name):
-        xa = attack(xb, yb, epsilon=epsilon, p=p, clip=clip_tf, seed=sb)
+        with warnings.catch_warnings():  # auto_attack warned once, above.
+          warnings.simplefilter("ignore", _checks.VacuousThreatModelWarning)
+          xa = attack(xb, yb, epsilon=epsilon, p=p, clip=clip_tf, seed=sb)
         xa = tf.convert_to_tensor(xa)
         if xa.shape != xb.shape:
           raise ValueError(f"Attack {name!r} must return x_adv shaped like x {xb.shape}. "

@@ -8,9 +8,11 @@ import tensorflow as tf
 
 from keras_opnorm import _checks
 from keras_opnorm import jacobian
+from keras_opnorm.attacks import _common
 from keras_opnorm.attacks import pgd_attack
 from keras_opnorm.evaluation._data import _check_batch_size
 from keras_opnorm.evaluation._data import _batches
+from keras_opnorm.evaluation._data import _check_batch
 from keras_opnorm.evaluation._data import _epsilons
 from keras_opnorm.evaluation._data import _loss_name
 from keras_opnorm.evaluation._results import _Result
@@ -74,6 +76,7 @@ class _RobustKernel:
   def __init__(self, model, *, p, num_steps, step_size, num_restarts, loss, q,
                clip, random_start, training, jit_compile):
     fn = jacobian.as_logits_fn(model, training=training)
+    self.fn, self.clip = fn, clip
 
     def predict(x):
       return tf.argmax(fn(x), axis=-1, output_type=tf.int32)
@@ -96,6 +99,7 @@ class _RobustKernel:
     eps_tensors = [tf.constant(e, tf.float32) for e in epsilons]
     clean, robust = [], []
     for xb, yb, count in _batches(x, y, batch_size, need_y=True):
+      _check_batch(xb, yb, self.clip, self.fn)
       clean_b = (self.predict(xb).numpy() == yb.numpy())[:count]
       per_eps = [clean_b if e == 0.0 else self.robust(xb, yb, et).numpy()[:count]
                  for e, et in zip(epsilons, eps_tensors)]
@@ -155,6 +159,12 @@ def robust_accuracy(model, x, y=None, *, epsilons, p=_INF, num_steps=20, step_si
     A `RobustAccuracyCurve` (epsilons sorted ascending).
 
   Raises:
+    ValueError: a NaN or inf in ``x`` (naming how many examples and which;
+      in a graph an InvalidArgumentError, under XLA NaN results for them).
+    ValueError: ``x`` outside ``clip`` (beyond 1e-6 * (hi - lo)); labels
+      that are not integers or not in ``[0, num_classes)``. Warns with
+      `keras_opnorm.VacuousThreatModelWarning` when ``epsilon`` covers the
+      ``clip`` box (``epsilon >= ||(hi - lo) / 2||_p``).
     ValueError, TypeError: for invalid arguments or data.
   """
   epsilons = sorted(set(_epsilons(epsilons)))
@@ -164,6 +174,9 @@ def robust_accuracy(model, x, y=None, *, epsilons, p=_INF, num_steps=20, step_si
   batch_size = _check_batch_size(batch_size)
   if step_size is not None:
     step_size = _checks.positive_float(step_size, "step_size")
+  if clip is not None and not isinstance(x, tf.data.Dataset):
+    _common.warn_if_vacuous(max(epsilons), p, _common._clip_range(clip),  # pylint: disable=protected-access
+                            np.shape(x)[1:], "robust_accuracy")
   kernel = _RobustKernel(
       model, p=p, num_steps=num_steps, step_size=step_size,
       num_restarts=num_restarts, loss=loss, q=q, clip=clip,
@@ -263,6 +276,10 @@ def robust_radii(model, x, y=None, *, p=_INF, num_steps=100, num_targets=9, clip
     A `RobustRadii`.
 
   Raises:
+    ValueError: a NaN or inf in ``x`` (naming how many examples and which;
+      in a graph an InvalidArgumentError, under XLA NaN results for them).
+    ValueError: ``x`` outside ``clip`` (beyond 1e-6 * (hi - lo)); labels
+      that are not integers or not in ``[0, num_classes)``.
     ValueError: for an unsupported ``p``, ``num_steps <= 0``, missing labels
       or an empty data set.
   """
@@ -288,6 +305,7 @@ def robust_radii(model, x, y=None, *, p=_INF, num_steps=100, num_targets=9, clip
   compiled = tf.function(kernel, jit_compile=jit_compile)
   correct, radii = [], []
   for i, (xb, yb, count) in enumerate(_batches(x, y, batch_size, need_y=True)):
+    _check_batch(xb, yb, clip, fn)
     c, r = compiled(xb, yb, _common.fold_seed(base_seed, i))
     correct.append(c.numpy()[:count])
     radii.append(r.numpy()[:count])

@@ -129,6 +129,8 @@ def mean_operator_norm(model, x, p=2, q=2, *, num_iters=20, num_restarts=1, meth
     The mean as a Python float.
 
   Raises:
+    ValueError: a NaN or inf in ``x`` (naming how many examples and which;
+      in a graph an InvalidArgumentError, under XLA NaN results for them).
     ValueError, TypeError: an invalid ``p``, ``q`` or ``batch_size``, or
       empty or non-floating-point ``x``.
   """
@@ -163,6 +165,8 @@ def spectrum(model, x, *, k=10, num_iters=None, centered=False, batch_size=256,
     A `SpectrumResult`.
 
   Raises:
+    ValueError: a NaN or inf in ``x`` (naming how many examples and which;
+      in a graph an InvalidArgumentError, under XLA NaN results for them).
     ValueError, TypeError: an invalid ``k`` or ``batch_size``, or empty or
       non-floating-point ``x``.
   """

@@ -12,12 +12,14 @@ weights) and the term ``weight * l(x*)`` is added to the training loss, with
 """
 
 import math
+import warnings
 
 import keras
 import tensorflow as tf
 
 from keras_opnorm import _checks
 from keras_opnorm import norms
+from keras_opnorm.attacks import _common
 from keras_opnorm.attacks import pgd_attack
 from keras_opnorm.objectives import _forward
 from keras_opnorm.objectives import base
@@ -221,6 +223,13 @@ class AdversarialTraining(base.Objective):
     name: metric prefix. Defaults to `"adv"`.
 
   Raises:
+    ValueError: for ``epsilon`` or ``weight`` given as a variable or tensor
+      whose value is invalid (checked at construction; the value read in
+      the step is asserted, an InvalidArgumentError in a graph, NaN loss
+      under XLA); in the step, for NaN / inf in ``x``, ``x`` outside
+      ``clip``, labels that are not integers or not in ``[0, num_classes)``.
+      Warns once (first call) with `keras_opnorm.VacuousThreatModelWarning`
+      when ``epsilon`` covers the ``clip`` box.
     ValueError: for ``epsilon <= 0``, ``weight < 0``, ``num_steps <= 0``, an
       unknown ``loss``, ``p`` or ``q`` < 1, ``replace_clean_loss`` with a loss
       other than ``'crossentropy'``, a bad ``clip``; in ``build`` for a model
@@ -258,8 +267,11 @@ class AdversarialTraining(base.Objective):
                update_batch_stats=False,
                name=None):
     super().__init__(name=name)
-    self._add_hyperparameter("epsilon", epsilon, _checks.positive_float)
-    self._add_hyperparameter("weight", weight, _checks.nonnegative_float)
+    # A variable's current value is checked too (its later values in the step).
+    self._add_hyperparameter("epsilon", _checks.positive_float(epsilon, "epsilon"),
+                             _checks.positive_float)
+    self._add_hyperparameter("weight", _checks.nonnegative_float(weight, "weight"),
+                             _checks.nonnegative_float)
     self.p = _checks.exponent(p, "p")
     self.q = _checks.exponent(q, "q")
     self.num_steps = _checks.positive_int(num_steps, "num_steps")
@@ -276,6 +288,7 @@ class AdversarialTraining(base.Objective):
     self.replace_clean_loss = bool(replace_clean_loss)
     self.random_start = bool(random_start)
     self.clip = _check_clip(clip)
+    self._vacuous_checked = False  # Warn once (first call / trace), not every step.
     self.attack_training = bool(attack_training)
     self.forward_training = bool(forward_training)
     self.update_batch_stats = bool(update_batch_stats)
@@ -290,17 +303,24 @@ class AdversarialTraining(base.Objective):
       raise ValueError(
           "AdversarialTraining(loss='crossentropy') needs the labels `y`. "
           "Received: y=None")
-    eps = tf.maximum(self._hyperparameter("epsilon"), _MIN_ATTACK_EPSILON)
+    if not self._vacuous_checked:
+      self._vacuous_checked = True
+      _common.warn_if_vacuous(self._hyper_vars.get("epsilon", self._hyper_values["epsilon"]),
+                              self.p, self.clip, x.shape[1:], type(self).__name__, stacklevel=3)
+    eps = _checks.hyperparameter_in_step(self._hyperparameter("epsilon"), "epsilon")
+    eps = tf.maximum(eps, _MIN_ATTACK_EPSILON)
     attack_y = y if self.loss == "crossentropy" else None
     if attack_y is not None:
       attack_y = tf.convert_to_tensor(attack_y)
       if not attack_y.dtype.is_floating or attack_y.shape.rank == 1 or (
           attack_y.shape.rank == 2 and attack_y.shape[-1] == 1):
-        attack_y = tf.cast(tf.reshape(attack_y, [-1]), tf.int32)
-    x_adv = pgd_attack(
-        model, x, attack_y, epsilon=eps, p=self.p, num_steps=self.num_steps,
-        step_size=self.step_size, random_start=self.random_start, loss=self.loss,
-        q=self.q, clip=self.clip, training=self.attack_training)
+        attack_y = tf.cast(_checks.class_labels(tf.reshape(attack_y, [-1])), tf.int32)
+    with warnings.catch_warnings():  # Warned above, once.
+      warnings.simplefilter("ignore", _checks.VacuousThreatModelWarning)
+      x_adv = pgd_attack(
+          model, x, attack_y, epsilon=eps, p=self.p, num_steps=self.num_steps,
+          step_size=self.step_size, random_start=self.random_start, loss=self.loss,
+          q=self.q, clip=self.clip, training=self.attack_training)
     x_adv = tf.stop_gradient(x_adv)
 
     logits_adv = _forward.perturbed_logits(
@@ -323,8 +343,9 @@ class AdversarialTraining(base.Objective):
         per_example = logit_distance(logits_adv, logits, q=self.q, squared=self.squared)
       else:
         per_example = kl_divergence(logits, logits_adv)
+    per_example = _checks.nan_where_nonfinite(per_example, x)  # XLA: no assertions.
     mean_loss = base.weighted_batch_mean(per_example, sample_weight)
-    loss = self._hyperparameter("weight") * mean_loss
+    loss = _checks.hyperparameter_in_step(self._hyperparameter("weight"), "weight") * mean_loss
     metrics[f"{self.name}_loss"] = tf.stop_gradient(mean_loss)
     return loss, metrics
 

@@ -144,6 +144,11 @@ class OperatorNormRegularization(base.Objective):
     name: metric prefix. Defaults to `"opnorm"`.
 
   Raises:
+    ValueError: for ``epsilon`` or ``weight`` given as a variable or tensor
+      whose value is invalid (checked at construction; the value read in
+      the step is asserted, an InvalidArgumentError in a graph, NaN loss
+      under XLA); in the step, for NaN / inf in ``x`` (under XLA the loss and
+      the ``{name}`` metric are NaN).
     ValueError: for ``epsilon <= 0``, ``weight < 0``, ``num_iters <= 0``,
       ``p`` or ``q`` < 1, an unknown ``form`` or ``jvp_mode``,
       ``warm_start=True``; in ``build`` for a model that outputs
@@ -177,8 +182,11 @@ class OperatorNormRegularization(base.Objective):
                jvp_mode="forward",
                name=None):
     super().__init__(name=name)
-    self._add_hyperparameter("epsilon", epsilon, _checks.positive_float)
-    self._add_hyperparameter("weight", weight, _checks.nonnegative_float)
+    # A variable's current value is checked too (its later values in the step).
+    self._add_hyperparameter("epsilon", _checks.positive_float(epsilon, "epsilon"),
+                             _checks.positive_float)
+    self._add_hyperparameter("weight", _checks.nonnegative_float(weight, "weight"),
+                             _checks.nonnegative_float)
     self.p = _checks.exponent(p, "p")
     self.q = _checks.exponent(q, "q")
     self.num_iters = _checks.positive_int(num_iters, "num_iters")
@@ -210,7 +218,7 @@ class OperatorNormRegularization(base.Objective):
         model, x, self.p, self.q, num_iters=self.num_iters, method="power",
         training=self.power_training, jvp_mode=self.jvp_mode)
     v = tf.stop_gradient(tf.cast(result.v, x.dtype))
-    eps = self._hyperparameter("epsilon")
+    eps = _checks.hyperparameter_in_step(self._hyperparameter("epsilon"), "epsilon")
     if self.form == "sum_of_squares":
       logits_perturbed = _forward.perturbed_logits(
           model, x + tf.cast(eps, x.dtype) * v, training=self.forward_training,
@@ -223,8 +231,9 @@ class OperatorNormRegularization(base.Objective):
           update_batch_stats=self.update_batch_stats)
       _, jv = jacobian.jvp(fn, x, v, mode="double_backward")  # XLA: see docstring.
       per_example = tf.square(eps) * jacobian_penalty(jv, q=self.q)
+    per_example = _checks.nan_where_nonfinite(per_example, x)  # XLA: no assertions.
     mean_loss = base.weighted_batch_mean(per_example, sample_weight)
-    loss = self._hyperparameter("weight") * mean_loss
+    loss = _checks.hyperparameter_in_step(self._hyperparameter("weight"), "weight") * mean_loss
     metrics = {
         self.name: tf.stop_gradient(tf.reduce_mean(tf.cast(result.norm, tf.float32))),
         f"{self.name}_loss": tf.stop_gradient(mean_loss),
