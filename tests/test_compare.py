@@ -254,6 +254,27 @@ class ProgressTest(tf.test.TestCase):
                      "[run 3/4, seed 1] a: evaluation stage alignment: 1.5 s")
 
 
+class ReadmeRunTimesTest(tf.test.TestCase):
+
+  def test_every_run_time_of_the_main_job_names_machine_and_date(self):
+    # A wall time measured on one machine says little about another: every
+    # paragraph of the README's main-job section that states one (``361 s``,
+    # tables aside) also names the machine (its cores) and the date.
+    readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "README.md")
+    with open(readme, encoding="utf-8") as f:
+      text = f.read()
+    start = text.index("## Results of the main job")
+    section = text[start:text.index("\n## ", start + 1)]
+    paragraphs = [p for p in re.split(r"\n\s*\n", section)
+                  if not p.lstrip().startswith("|")]
+    timed = [p for p in paragraphs if re.search(r"\b\d+(\.\d+)? s\b(?!/)", p)]
+    self.assertGreaterEqual(len(timed), 3)  # l2, l-inf, the re-run
+    for paragraph in timed:
+      self.assertRegex(paragraph, r"20\d\d-\d\d-\d\d", paragraph)
+      self.assertRegex(paragraph, r"2-core|same (kind of )?machine", paragraph)
+
+
 class AggregationTest(tf.test.TestCase):
 
   def test_average_of_results(self):
