@@ -168,7 +168,9 @@ def vacuous_radius(p, input_range, dim):
   corners ``c +- r``). At ``eps >= r`` every input can be moved to ``c``,
   whose single label makes every other class non-robust: robust accuracy is
   at most the largest class's share, for any model. At ``eps >= 2 r`` the
-  ball around any input covers the whole box.
+  ball around any input covers the whole box. The same threshold makes the
+  attacks emit `keras_opnorm.VacuousThreatModelWarning`; the command checks
+  it once, before any training, and says so on stdout.
 
   Args:
     p: the norm, in ``[1, inf]``.
