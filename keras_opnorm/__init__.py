@@ -15,6 +15,7 @@ from keras_opnorm.norms import steepest_ascent
 # Jacobian products.
 from keras_opnorm.jacobian import jvp
 from keras_opnorm.jacobian import vjp
+from keras_opnorm.logits_view import LogitsView
 
 # [operator_norm] exports (operator_norm, singular_values, result types).
 # The functions shadow their modules' names on the package: import the
@@ -72,6 +73,7 @@ __all__ = [
     "steepest_ascent",
     "jvp",
     "vjp",
+    "LogitsView",
     # Operator norms and singular values.
     "OperatorNormResult",
     "operator_norm",

@@ -14,10 +14,10 @@ All products are differentiable by an enclosing ``tf.GradientTape``, which is
 what the Jacobian-form regulariser needs.
 """
 
-import keras
 import tensorflow as tf
 
 from keras_opnorm import _checks
+from keras_opnorm import logits_view
 
 __all__ = ["as_logits_fn", "jvp", "vjp", "JVP_MODES"]
 
@@ -29,12 +29,15 @@ def as_logits_fn(f, training=False):
 
   A ``keras.Model`` / ``keras.Layer`` is called with ``training=training``
   (inference mode by default, so batch norm uses its moving statistics and
-  dropout is off). Any other callable is called as ``f(x)``. The output must
-  be a single ``[batch, d]`` floating tensor; float16/bfloat16 outputs are
-  cast to float32.
+  dropout is off); a `keras_opnorm.LogitsView` gives the logits of its
+  selected output (probabilities declared with ``from_logits=False`` become
+  ``log p``). Any other callable is called as ``f(x)``. The output must be a
+  single ``[batch, d]`` floating tensor; float16/bfloat16 outputs are cast to
+  float32.
 
   Args:
-    f: a Keras model or layer, or any callable from a batch to logits.
+    f: a Keras model or layer, a `keras_opnorm.LogitsView`, or any callable
+      from a batch to logits.
     training: the ``training`` flag for Keras objects. Defaults to `False`.
 
   Returns:
@@ -42,20 +45,22 @@ def as_logits_fn(f, training=False):
 
   Raises:
     TypeError: if ``f`` is not callable.
+    ValueError: for a Sequential/functional model whose output visibly
+      applies a softmax/sigmoid, or with several outputs (name the logits
+      with `keras_opnorm.LogitsView`); see `keras_opnorm.logits_view`.
   """
   if not callable(f):
     raise TypeError(f"`f` must be a Keras model or a callable. Received: f={f!r}")
-  is_keras = isinstance(f, keras.layers.Layer)
+  # Keras models and views: run in their own compute dtype (mixed
+  # precision), outputs checked and selected by the view.
+  view_fn = logits_view.as_logits_callable(f, training)
 
   def fn(x):
-    if is_keras:
-      # Run the model in its own compute dtype (mixed precision), norms in float32.
-      out = f(x, training=training)
-    else:
-      out = f(x)
-    return _checks.logits(out, None)
+    if view_fn is not None:
+      return view_fn(x)
+    return _checks.logits(f(x), None)
 
-  fn.wrapped = f  # Error messages name the user's model or function.
+  fn.wrapped = logits_view.underlying_model(f)  # Errors name the user's model.
   return fn
 
 

@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_opnorm import logits_view
 from keras_opnorm import training
 
 __all__ = ["RobustModel"]
@@ -24,8 +25,16 @@ class RobustModel(keras.Model):
   saves it without any keras_opnorm object. ``robust.save('r.keras')`` saves
   the wrapper too, and loading that file needs ``import keras_opnorm``.
 
+  Several inputs or outputs, probability outputs: pass a
+  `keras_opnorm.LogitsView` as ``model`` (``RobustModel(LogitsView(model,
+  output="logits"), objectives)``): the wrapper calls (and exports) the
+  view's model, whose outputs the compiled losses see; the objectives see
+  the view (or give the objectives ``output=`` / ``inputs=`` /
+  ``from_logits=`` themselves).
+
   Args:
-    model: the ``keras.Model`` (or layer) mapping inputs to logits.
+    model: the ``keras.Model`` (or layer) mapping inputs to logits, or a
+      `keras_opnorm.LogitsView` of it.
     objectives: an objective or a list of objectives
       (`keras_opnorm.objectives.Objective`), or their serialised configs.
     **kwargs: ``keras.Model`` arguments (``name``, ...).
@@ -53,6 +62,9 @@ class RobustModel(keras.Model):
     super().__init__(**kwargs)
     if isinstance(model, dict):
       model = keras.saving.deserialize_keras_object(model)
+    view = None
+    if isinstance(model, logits_view.LogitsView):
+      view, model = model, model.model
     if not isinstance(model, keras.layers.Layer):
       raise TypeError(f"`model` must be a keras.Model or keras.Layer. Received: "
                       f"model={model!r} of type {type(model).__name__}")
@@ -67,6 +79,7 @@ class RobustModel(keras.Model):
     self.model = model
     # Plain Python list: objectives are not Keras-tracked (not saved as weights).
     object.__setattr__(self, "_objectives", tuple(objectives))
+    object.__setattr__(self, "_view", view)
     object.__setattr__(self, "_step", None)
 
   @property
@@ -82,7 +95,12 @@ class RobustModel(keras.Model):
 
   @property
   def _keras_opnorm_forward(self):
-    return self.model
+    return self.model if self._view is None else self._view
+
+  @property
+  def logits_view(self):
+    """The `keras_opnorm.LogitsView` given as ``model``, or None."""
+    return self._view
 
   def call(self, inputs, training=None):
     return self.model(inputs, training=training)
@@ -97,7 +115,8 @@ class RobustModel(keras.Model):
     # it; `compile` resets `train_function`, so a new compile gets a new step.
     if self._step is None or force or self.train_function is None:
       object.__setattr__(
-          self, "_step", training.make_train_step(self, list(self._objectives), forward=self.model))
+          self, "_step", training.make_train_step(
+              self, list(self._objectives), forward=self._keras_opnorm_forward))
     return super().make_train_function(force=force)
 
   def train_step(self, data):
@@ -114,17 +133,23 @@ class RobustModel(keras.Model):
         filepath, format=format, verbose=verbose, input_signature=input_signature, **kwargs)
 
   def get_config(self):
-    return {
+    config = {
         "name": self.name,
         "trainable": self.trainable,
         "model": keras.saving.serialize_keras_object(self.model),
         "objectives": [keras.saving.serialize_keras_object(o) for o in self._objectives],
     }
+    if self._view is not None:
+      config["logits_view"] = self._view.get_config()
+    return config
 
   @classmethod
   def from_config(cls, config, custom_objects=None):
     config = dict(config)
     model = keras.saving.deserialize_keras_object(config.pop("model"), custom_objects=custom_objects)
+    view_config = config.pop("logits_view", None)
+    if view_config is not None:
+      model = logits_view.LogitsView(model, **view_config)
     objectives = [
         keras.saving.deserialize_keras_object(o, custom_objects=custom_objects)
         for o in config.pop("objectives")

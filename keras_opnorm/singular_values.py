@@ -16,6 +16,7 @@ import tensorflow as tf
 from keras_opnorm import _checks
 from keras_opnorm import _jacobian_matrix
 from keras_opnorm import jacobian
+from keras_opnorm import logits_view
 
 __all__ = ["SingularValuesResult", "singular_values", "METHODS"]
 
@@ -91,6 +92,7 @@ def subspace_iteration(fn, x, basis, *, num_iters, jvp_mode="forward"):
   return s, left, tf.linalg.matmul(basis, tf.cast(small_right, basis.dtype))
 
 
+@logits_view.accepts_views(returns="vectors", like_x=("v0",))
 def singular_values(f, x, k=1, *, num_iters=20, method="auto", training=False, v0=None,
                     jvp_mode="forward", exact_max_dim=256, seed=None):
   """The top-``k`` singular values and vectors of ``J_f(x)``, per example.

@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from keras_opnorm import _checks
 from keras_opnorm import jacobian
+from keras_opnorm import logits_view
 from keras_opnorm import norms
 from keras_opnorm.attacks._common import _check_label_width
 from keras_opnorm.attacks._common import _check_in_box
@@ -485,6 +486,7 @@ def _apgd_run(s, value_and_grad, momentum, seed):
 
 
 @tf.autograph.experimental.do_not_convert
+@logits_view.accepts_views(returns="x")
 def apgd_attack(f,
                 x,
                 y=None,
@@ -627,6 +629,7 @@ def apgd_attack(f,
 
 
 @tf.autograph.experimental.do_not_convert
+@logits_view.accepts_views(returns="x")
 def apgd_targeted_attack(f,
                          x,
                          y=None,

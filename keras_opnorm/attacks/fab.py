@@ -43,6 +43,7 @@ import tensorflow as tf
 
 from keras_opnorm import _checks
 from keras_opnorm import jacobian
+from keras_opnorm import logits_view
 from keras_opnorm import norms
 from keras_opnorm.attacks._common import _check_label_width
 from keras_opnorm.attacks._common import _check_in_box
@@ -286,6 +287,7 @@ def _random_sphere_direction(shape, p, seed, dtype):
 
 
 @tf.autograph.experimental.do_not_convert
+@logits_view.accepts_views(returns="x")
 def fab_attack(f,
                x,
                y=None,

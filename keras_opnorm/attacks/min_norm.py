@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from keras_opnorm import _checks
 from keras_opnorm import jacobian
+from keras_opnorm import logits_view
 from keras_opnorm import norms
 from keras_opnorm.attacks._common import _check_label_width
 from keras_opnorm.attacks._common import _check_in_box
@@ -102,6 +103,7 @@ def _like_x(t, x, name):
 
 
 @tf.autograph.experimental.do_not_convert
+@logits_view.accepts_views(returns="x")
 def fmn_attack(f,
                x,
                y=None,
@@ -423,6 +425,7 @@ def fmn_attack(f,
 
 
 @tf.autograph.experimental.do_not_convert
+@logits_view.accepts_views(like_x=("x_adv",))
 def minimal_perturbation_norms(f, x, y, x_adv, *, p, training=False):
   """Per-example norms of successful perturbations: the radius each attack broke.
 

@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from keras_opnorm import _checks
 from keras_opnorm import jacobian
+from keras_opnorm import logits_view
 from keras_opnorm import norms
 from keras_opnorm.attacks._common import _check_label_width
 from keras_opnorm.attacks._common import _check_in_box
@@ -55,6 +56,7 @@ _DEFAULT_L1_SPARSITY = 0.95
 # ----------------------------------------------------------------------------
 
 
+@logits_view.accepts_views(returns="x", like_x=("delta0",))
 def pgd_attack(f,
                x,
                y=None,

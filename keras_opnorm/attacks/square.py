@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from keras_opnorm import _checks
 from keras_opnorm import jacobian
+from keras_opnorm import logits_view
 from keras_opnorm.attacks._common import _check_label_width
 from keras_opnorm.attacks._common import _check_in_box
 from keras_opnorm.attacks._common import _clip_range
@@ -548,6 +549,7 @@ def _square_run(s, seed, history=False):
 
 
 @tf.autograph.experimental.do_not_convert
+@logits_view.accepts_views(supported=False)
 def square_attack(f,
                   x,
                   y=None,

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from keras_opnorm import _checks
 from keras_opnorm import jacobian
+from keras_opnorm import logits_view
 from keras_opnorm import norms
 from keras_opnorm.attacks import pgd_attack
 from keras_opnorm.operator_norm import operator_norm
@@ -361,6 +362,7 @@ def _alignment_core(model, x, y, *, epsilons, p, q, loss, k, num_steps, step_siz
   return kernel.run(x, y, epsilons, _check_batch_size(batch_size), seed)
 
 
+@logits_view.accepts_views(supported=False)
 def alignment(model, x, y=None, *, epsilon, p=2, q=2, loss="crossentropy", k=10,
               num_steps=20, step_size=None, random_start=True, clip=None,
               num_iters=None, centered=False, batch_size=256, training=False,
@@ -441,6 +443,7 @@ def alignment(model, x, y=None, *, epsilon, p=2, q=2, loss="crossentropy", k=10,
       centered=bool(centered), cosines=cos.tolist(), **kwargs)
 
 
+@logits_view.accepts_views(supported=False)
 def alignment_vs_epsilon(model, x, y=None, *, epsilons, p=2, q=2, loss="crossentropy",
                          num_steps=20, step_size=None, random_start=True, clip=None,
                          num_iters=None, centered=False, batch_size=256,
@@ -500,6 +503,7 @@ def alignment_vs_epsilon(model, x, y=None, *, epsilons, p=2, q=2, loss="crossent
       num_examples=int(cos.shape[1]), centered=bool(centered), **kwargs)
 
 
+@logits_view.accepts_views(supported=False)
 def margin_alignment(model, x, y=None, *, epsilon, p=2, q=2, num_steps=20, step_size=None,
                      random_start=True, clip=None, num_iters=None, batch_size=256,
                      training=False, jit_compile=False):

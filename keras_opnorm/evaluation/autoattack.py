@@ -56,6 +56,7 @@ import tensorflow as tf
 
 from keras_opnorm import _checks
 from keras_opnorm import jacobian
+from keras_opnorm import logits_view
 from keras_opnorm.attacks import _common
 from keras_opnorm.attacks import losses
 from keras_opnorm.evaluation._data import _batches
@@ -480,6 +481,7 @@ def _materialize(x, y, batch_size):
 # ----------------------------------------------------------------------------
 
 
+@logits_view.accepts_views(supported=False)
 def auto_attack(model, x, y=None, *, epsilon, p=_INF, version="standard", attacks=None,
                 clip=None, batch_size=256, seed=0, verbose=1, training=False, strategy=None):
   """Robust accuracy at ``epsilon`` under an AutoAttack-style cascade of attacks.

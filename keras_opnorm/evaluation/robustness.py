@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from keras_opnorm import _checks
 from keras_opnorm import jacobian
+from keras_opnorm import logits_view
 from keras_opnorm.attacks import _common
 from keras_opnorm.attacks import pgd_attack
 from keras_opnorm.evaluation._data import _check_batch_size
@@ -124,6 +125,7 @@ def _curve_from_correct(clean, robust, epsilons):
   return accuracies
 
 
+@logits_view.accepts_views(supported=False)
 def robust_accuracy(model, x, y=None, *, epsilons, p=_INF, num_steps=20, step_size=None,
                     num_restarts=1, loss="crossentropy", q=2, clip=None,
                     random_start=True, batch_size=256, training=False,
@@ -243,6 +245,7 @@ class RobustRadii(_Result):
         num_steps=self.num_steps, num_restarts=1, loss=self.attack)
 
 
+@logits_view.accepts_views(supported=False)
 def robust_radii(model, x, y=None, *, p=_INF, num_steps=100, num_targets=9, clip=None,
                  batch_size=256, seed=0, training=False, jit_compile=False):
   """Per-example robust radii by the fast minimum-norm attack (FMN).

@@ -36,6 +36,7 @@ import tensorflow as tf
 
 from keras_opnorm import _checks
 from keras_opnorm import jacobian
+from keras_opnorm import logits_view
 from keras_opnorm.attacks import losses
 from keras_opnorm.evaluation._data import _check_batch_size
 from keras_opnorm.evaluation._data import _single_epsilon
@@ -145,6 +146,7 @@ def _zero_gradient_share(model, x, y, batch_size, training):
   return float(np.concatenate(flags).mean())
 
 
+@logits_view.accepts_views(supported=False)
 def gradient_masking_checks(model, x, y=None, *, epsilon, p=_INF, clip=None,
                             epsilon_factors=(0.5, 1.0, 2.0, 4.0), large_epsilon=None,
                             num_steps=20, num_targets=3, strong_steps_factor=5,

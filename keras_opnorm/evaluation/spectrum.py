@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from keras_opnorm import _checks
 from keras_opnorm import jacobian
+from keras_opnorm import logits_view
 from keras_opnorm.operator_norm import operator_norm
 from keras_opnorm.singular_values import singular_values
 from keras_opnorm.evaluation._data import _check_batch_size
@@ -104,6 +105,7 @@ def _singular_fn(model, *, k, num_iters, centered, training, jit_compile):
   return tf.function(svd, jit_compile=jit_compile)
 
 
+@logits_view.accepts_views(supported=False)
 def mean_operator_norm(model, x, p=2, q=2, *, num_iters=20, num_restarts=1, method="auto",
                        centered=False, batch_size=256, training=False, jit_compile=False):
   """Mean per-example operator norm ``(1/n) sum_i ||J_f(x_i)||_{p,q}``.
@@ -143,6 +145,7 @@ def mean_operator_norm(model, x, p=2, q=2, *, num_iters=20, num_restarts=1, meth
   return float(np.mean(kernel.run(x, batch_size)))
 
 
+@logits_view.accepts_views(supported=False)
 def spectrum(model, x, *, k=10, num_iters=None, centered=False, batch_size=256,
              training=False, jit_compile=False):
   """Top-k singular values of the Jacobian ``J_f(x)`` of every example.

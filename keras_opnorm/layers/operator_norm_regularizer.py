@@ -62,6 +62,9 @@ class OperatorNormRegularizer(keras.layers.Layer):
       moving statistics. Defaults to `False`.
     jvp_mode: ``'forward'`` or ``'double_backward'`` products of the power
       iterations. Defaults to `'forward'`.
+    from_logits: False when ``layer`` outputs probabilities (see
+      `keras_opnorm.LogitsView`; the penalty is then on ``log p``). Defaults
+      to `True`.
     **kwargs: ``keras.layers.Layer`` arguments (``name``, ``dtype``, ...).
 
   Raises:
@@ -92,6 +95,7 @@ class OperatorNormRegularizer(keras.layers.Layer):
                forward_training=True,
                update_batch_stats=False,
                jvp_mode="forward",
+               from_logits=True,
                **kwargs):
     super().__init__(**kwargs)
     if isinstance(layer, dict):
@@ -105,7 +109,7 @@ class OperatorNormRegularizer(keras.layers.Layer):
         epsilon=epsilon, p=p, q=q, weight=weight, num_iters=num_iters, form=form,
         power_training=power_training, forward_training=forward_training,
         update_batch_stats=update_batch_stats, jvp_mode=jvp_mode,
-        name=f"{self.name}_opnorm")
+        from_logits=from_logits, name=f"{self.name}_opnorm")
     self._objective_config = self.objective.get_config()
 
   def build(self, input_shape):
@@ -127,7 +131,7 @@ class OperatorNormRegularizer(keras.layers.Layer):
 
   def get_config(self):
     config = {k: v for k, v in self._objective_config.items()
-              if k not in ("name", "warm_start")}
+              if k not in ("name", "warm_start", "output", "inputs")}
     return {
         **super().get_config(),
         "layer": keras.saving.serialize_keras_object(self.layer),

@@ -20,6 +20,7 @@ Dropout draws a new mask in every training-mode pass, so with dropout layers
 import keras
 
 from keras_opnorm import _checks
+from keras_opnorm import logits_view
 from keras_opnorm.objectives import base
 
 
@@ -32,7 +33,13 @@ def _batch_norm_variable_ids(model):
 
 
 def call_model(model, x, training):
-  """``model(x, training=...)`` for Keras models, ``model(x)`` otherwise."""
+  """``model(x, training=...)`` for Keras models and views, ``model(x)`` otherwise.
+
+  A `keras_opnorm.LogitsView` (or one bound to a batch's fixed inputs, as
+  `Objective.__call__` hands to ``call``) returns the selected logits.
+  """
+  if logits_view.is_view(model):
+    return model(x, training=training)
   if isinstance(model, keras.layers.Layer) and getattr(model, "_call_has_training_arg", True):
     return model(x, training=training)
   return model(x)
@@ -42,7 +49,8 @@ def perturbed_logits(model, x, *, training, update_batch_stats):
   """Float32 logits ``f(x)`` of a perturbed batch, differentiable in the weights.
 
   Args:
-    model: a Keras model (or a callable ``x -> logits``).
+    model: a Keras model, a `keras_opnorm.LogitsView` (or a callable
+      ``x -> logits``).
     x: the perturbed batch.
     training: the ``training`` flag of the pass.
     update_batch_stats: with ``training=True``, let batch normalization update
@@ -51,12 +59,13 @@ def perturbed_logits(model, x, *, training, update_batch_stats):
   Returns:
     ``[batch, d]`` float32 logits.
   """
-  if not training or update_batch_stats or not isinstance(model, keras.layers.Layer):
+  layer = logits_view.underlying_model(model)
+  if not training or update_batch_stats or not isinstance(layer, keras.layers.Layer):
     return _checks.logits(call_model(model, x, training), None)
   with keras.StatelessScope(initialize_variables=False) as scope:
     out = call_model(model, x, True)
-  bn_ids = _batch_norm_variable_ids(model)
-  for var in model.non_trainable_variables:
+  bn_ids = _batch_norm_variable_ids(layer)
+  for var in layer.non_trainable_variables:
     if id(var) in bn_ids:
       continue
     new_value = scope.get_current_value(var)

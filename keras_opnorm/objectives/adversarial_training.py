@@ -221,6 +221,9 @@ class AdversarialTraining(base.Objective):
     update_batch_stats: let that pass update batch-norm moving statistics.
       Defaults to `False`.
     name: metric prefix. Defaults to `"adv"`.
+    **kwargs: ``output``, ``inputs``, ``from_logits`` for models with
+      several outputs or inputs, or probability outputs (see
+      `keras_opnorm.LogitsView`).
 
   Raises:
     ValueError: for ``epsilon`` or ``weight`` given as a variable or tensor
@@ -265,8 +268,9 @@ class AdversarialTraining(base.Objective):
                attack_training=False,
                forward_training=True,
                update_batch_stats=False,
-               name=None):
-    super().__init__(name=name)
+               name=None,
+               **kwargs):
+    super().__init__(name=name, **kwargs)
     # A variable's current value is checked too (its later values in the step).
     self._add_hyperparameter("epsilon", _checks.positive_float(epsilon, "epsilon"),
                              _checks.positive_float)

@@ -26,10 +26,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_opnorm import _checks
+from keras_opnorm import logits_view
 
 __all__ = ["Objective", "check_logits_output", "weighted_batch_mean"]
-
-_PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")
 
 
 def weighted_batch_mean(values, sample_weight=None):
@@ -75,62 +74,19 @@ def all_layers(model):
   return [model]
 
 
-def _output_layers(model):
-  """The layers that produce the outputs of a Sequential or functional model."""
-  if isinstance(model, keras.Sequential):
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    return layers[-1:]
-  try:
-    outputs = model.outputs  # Functional models; subclassed models have none.
-  except (AttributeError, ValueError):
-    return []
-  layers = []
-  for out in tf.nest.flatten(outputs or []):
-    history = getattr(out, "_keras_history", None)
-    if history is not None and isinstance(history[0], keras.layers.Layer):
-      layers.append(history[0])
-  return layers
+def check_logits_output(model, output=None):
+  """Raises if a model visibly outputs probabilities; see `keras_opnorm.logits_view`.
 
-
-def _probability_activation(layer):
-  """Name of the probability activation applied by ``layer``, else None."""
-  if isinstance(layer, keras.layers.Softmax):
-    return "softmax"
-  activation = getattr(layer, "activation", None)
-  name = getattr(activation, "__name__", None)
-  if name in _PROBABILITY_ACTIVATIONS:
-    return name
-  return None
-
-
-def check_logits_output(model):
-  """Raises if a model visibly outputs probabilities instead of logits.
-
-  The objectives differentiate and compare logits (the network ``f`` of the
-  paper stops before the softmax). A Sequential or functional model whose
-  output layer (recursively, for a nested model as last layer) applies a
-  ``softmax`` or ``sigmoid`` activation is rejected. Subclassed models cannot
-  be inspected and pass.
+  One detector for the whole library: `keras_opnorm.logits_view.check_logits_output`.
 
   Args:
     model: a Keras model.
+    output: the selected output of a multi-output model. Defaults to `None`.
 
   Raises:
     ValueError: naming the layer and its activation.
   """
-  if not isinstance(model, keras.layers.Layer):
-    return
-  for layer in _output_layers(model):
-    if isinstance(layer, keras.Model):
-      check_logits_output(layer)
-      continue
-    activation = _probability_activation(layer)
-    if activation is not None:
-      raise ValueError(
-          f"The model outputs probabilities ({activation} activation on layer "
-          f"'{layer.name}'); keras_opnorm needs logits: remove the activation "
-          f"and use from_logits=True in the compiled loss. Received: "
-          f"model={model.name!r}")
+  logits_view.check_logits_output(model, output)
 
 
 @contextlib.contextmanager
@@ -168,9 +124,26 @@ class Objective:
   ``set_hyperparameter`` changes it without retracing a compiled train step.
   A ``keras.Variable`` (or ``tf.Variable``) passed by the user is used as is.
 
+  Several inputs or outputs, probability outputs: ``output``, ``inputs`` and
+  ``from_logits`` are the settings of `keras_opnorm.LogitsView` (see
+  `keras_opnorm.logits_view`). When one of them is set, or ``x`` / the
+  model's output is a dict or list, ``__call__`` hands ``call`` a view of the
+  model instead: ``call(fn, z, y, logits, sample_weight)`` with ``fn`` the
+  logits of the selected output as a function of ``z``, the perturbed inputs
+  packed into ``[batch, n]`` (the others held fixed), ``y`` the labels of
+  that output and ``logits`` the clean prediction's logits. A `LogitsView`
+  passed as the model is used as is. Objectives that do not look at the
+  model's outputs set ``uses_model_outputs = False``.
+
   Args:
     name: prefix of the objective's metric names. Defaults to the subclass'
       default name.
+    output: the logits output of a multi-output model (name or index).
+      Defaults to `None` (the only output).
+    inputs: the inputs to perturb of a multi-input model (name, index or a
+      list of them). Defaults to `None` (every floating-point input).
+    from_logits: False when the selected output is probabilities. Defaults
+      to `True`.
 
   Example (a custom objective penalising the squared logits):
 
@@ -186,8 +159,11 @@ class Objective:
   """
 
   default_name = "objective"
+  uses_model_outputs = True
 
-  def __init__(self, name=None):
+  def __init__(self, name=None, *, output=None, inputs=None, from_logits=True):
+    self.output, self.inputs, self.from_logits = logits_view.check_settings(
+        output, inputs, from_logits)
     if name is None:
       name = self.default_name
     if not isinstance(name, str) or not name or "/" in name:
@@ -303,9 +279,11 @@ class Objective:
     Raises:
       ValueError: if the model is unsuitable (e.g. it outputs probabilities).
     """
-    if self.built and self._model_ref is not None and self._model_ref() is model:
+    user_model = logits_view.underlying_model(model)  # State belongs to the user's model.
+    if self.built and self._model_ref is not None and self._model_ref() is user_model:
       return
     self._validate_model(model)
+    model = user_model
     with _distribution_scope(model):
       for name, value in self._hyper_values.items():
         if name in self._hyper_vars:
@@ -326,7 +304,53 @@ class Objective:
 
   def _validate_model(self, model):
     """Checks the model before building; by default that it outputs logits."""
-    check_logits_output(model)
+    if self.uses_model_outputs and (
+        isinstance(model, keras.layers.Layer) or logits_view.is_view(model)):
+      self.view(model)
+
+  # -- the model as the objective sees it -------------------------------------
+
+  @property
+  def _default_view(self):
+    return self.output is None and self.inputs is None and self.from_logits
+
+  def view(self, model):
+    """``model`` as a `keras_opnorm.LogitsView` with this objective's settings.
+
+    Args:
+      model: a Keras model, or a `LogitsView` (used as is).
+
+    Returns:
+      A `LogitsView`.
+
+    Raises:
+      ValueError: for a view together with settings of the objective, or a
+        model the view refuses (probability outputs, an unknown output).
+    """
+    if logits_view.is_view(model):
+      if not self._default_view:
+        raise ValueError(
+            f"{type(self).__name__} got a LogitsView and its own `output`/`inputs`/"
+            f"`from_logits`: give them once. Received: output={self.output!r}, "
+            f"inputs={self.inputs!r}, from_logits={self.from_logits!r}")
+      return logits_view.as_view(model)
+    return logits_view.LogitsView(model, output=self.output, inputs=self.inputs,
+                                  from_logits=self.from_logits)
+
+  @tf.autograph.experimental.do_not_convert
+  def _prepare(self, model, x, y, y_pred):
+    """``(fn, x, y, logits)`` for `call`; unchanged for a plain single-io model."""
+    structured = logits_view.is_structured(x) or isinstance(y_pred, (dict, list, tuple))
+    if self._default_view and not structured and not logits_view.is_view(model):
+      return model, x, y, y_pred
+    view = self.view(model)
+    if y_pred is not None:
+      y_pred = view.logits(y_pred)
+    y = view.labels(y)
+    if logits_view.is_structured(x):
+      fn, x, _ = view.bind(x)
+      return fn, x, y, y_pred
+    return view, x, y, y_pred
 
   def _build_state(self, model):
     """Creates model-dependent persistent state (subclasses)."""
@@ -365,7 +389,9 @@ class Objective:
       float32 tensors.
     """
     if not self.built:
-      self.build(model)
+      self.build(logits_view.underlying_model(model))
+    if self.uses_model_outputs:
+      model, x, y, y_pred = self._prepare(model, x, y, y_pred)
     loss, metrics = self.call(model, x, y, y_pred, sample_weight)
     loss = tf.cast(loss, tf.float32)
     metrics = {k: tf.cast(v, tf.float32) for k, v in metrics.items()}
@@ -379,7 +405,12 @@ class Objective:
 
   def get_config(self):
     """Returns the constructor arguments (current hyper-parameter values)."""
-    return {"name": self.name}
+    config = {"name": self.name}
+    if not self._default_view:  # Only when set: older configs stay as they were.
+      config.update(output=self.output,
+                    inputs=None if self.inputs is None else list(self.inputs),
+                    from_logits=self.from_logits)
+    return config
 
   def _hyper_config(self):
     return {name: self.get_hyperparameter(name) for name in self._hyper_values}

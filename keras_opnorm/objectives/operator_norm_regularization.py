@@ -142,6 +142,9 @@ class OperatorNormRegularization(base.Objective):
     jvp_mode: ``'forward'`` or ``'double_backward'`` Jacobian-vector
       products of the power iterations. Defaults to `'forward'`.
     name: metric prefix. Defaults to `"opnorm"`.
+    **kwargs: ``output``, ``inputs``, ``from_logits`` for models with
+      several outputs or inputs, or probability outputs (see
+      `keras_opnorm.LogitsView`).
 
   Raises:
     ValueError: for ``epsilon`` or ``weight`` given as a variable or tensor
@@ -180,8 +183,9 @@ class OperatorNormRegularization(base.Objective):
                forward_training=True,
                update_batch_stats=False,
                jvp_mode="forward",
-               name=None):
-    super().__init__(name=name)
+               name=None,
+               **kwargs):
+    super().__init__(name=name, **kwargs)
     # A variable's current value is checked too (its later values in the step).
     self._add_hyperparameter("epsilon", _checks.positive_float(epsilon, "epsilon"),
                              _checks.positive_float)

@@ -176,6 +176,7 @@ class SpectralNormRegularization(base.Objective):
   """
 
   default_name = "spectral_norm"
+  uses_model_outputs = False  # Weights only.
 
   def __init__(self, weight=3e-4, num_iters=1, seed=None, name=None):
     super().__init__(name=name)
