@@ -409,11 +409,12 @@ def operator_norm(f, x, p=2, q=2, *, num_iters=20, num_restarts=1, method="auto"
     lower bound (the best of ~230 starts each refined by the power method
     and the vertex search to convergence, in float64) on every input for
     ``(inf, 2)`` and ``(3, 3)`` (worst 0.99) and on 88-99% of them for
-    ``(inf, 1)`` (mean 0.994, worst 0.93), where one random start of the
-    network power method was below 0.98 on 13-50% of them for ``(inf, 2)``
-    (worst 0.59) and on 70-91% for ``(inf, 1)``. Cost: 1.6-2x the network
-    power method's ``num_iters = 20`` iterations for ``p = inf``, ~3x for
-    ``(3, 3)``, on those models (``benchmarks/bench_operator_norm_bounds.py``);
+    ``(inf, 1)`` (mean >= 0.994, worst 0.92), where one random start of the
+    network power method was below 0.98 on 12-50% of them for ``(inf, 2)``
+    (worst 0.59-0.70 over runs) and on 75-91% for ``(inf, 1)``. Cost (wall
+    time, interleaved): 1.6-2.2x the network power method's ``num_iters =
+    20`` iterations for ``p = inf``, ~3x for ``(3, 3)``, on those models
+    (``benchmarks/bench_operator_norm_bounds.py``);
     memory ~ ``k`` Jacobians ``[batch, d, n]``.
   * **The (p,q) power method** (``exact=False``)::
 
