@@ -149,6 +149,21 @@ class ProbabilityOutputTest(tf.test.TestCase, parameterized.TestCase):
     messages = [str(w.message) for w in caught if "looks like probabilities" in str(w.message)]
     self.assertLen(messages, 1)
 
+  def test_evaluation_and_layer_accept_the_declaration(self):
+    # Clean accuracy through the view is the argmax of W a (softmax is monotone).
+    model = keras.Sequential([keras.Input((N_A,)), _dense(D, W, activation="softmax")])
+    x = _inputs(batch=8)["a"]
+    y = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    result = robust_accuracy(keras_opnorm.LogitsView(model, from_logits=False), x, y,
+                             epsilons=[0.1], num_steps=1)
+    self.assertAllClose(result.clean_accuracy, np.mean(np.argmax(x @ W.T, -1) == y))
+    with self.assertRaisesRegex(ValueError, "softmax"):
+      keras_opnorm.layers.OperatorNormRegularizer(model, epsilon=0.1).build((None, N_A))
+    layer = keras_opnorm.layers.OperatorNormRegularizer(model, epsilon=0.1, from_logits=False)
+    layer.build((None, N_A))
+    self.assertFalse(keras_opnorm.layers.OperatorNormRegularizer.from_config(
+        layer.get_config()).objective.from_logits)
+
   def test_objectives_accept_the_declaration(self):
     model = keras.Sequential([keras.Input((N_A,)), keras.layers.Dense(D, activation="softmax")])
     with self.assertRaisesRegex(ValueError, "softmax"):
@@ -175,7 +190,7 @@ class MultiInputTest(tf.test.TestCase):
     self.assertAllClose(result.norm, np.full(4, sigma[0]), rtol=1e-5)
     self.assertEqual(set(result.v), {"a"})  # a direction in the float input only
     self.assertAllClose(np.linalg.norm(result.v["a"], axis=-1), np.ones(4), rtol=1e-5)
-    power = keras_opnorm.operator_norm(model, x, method="power", num_iters=50)
+    power = keras_opnorm.operator_norm(model, x, method="power", num_iters=30)
     self.assertAllClose(power.norm, np.full(4, sigma[0]), rtol=1e-4)
 
   def test_joint_ball_over_two_float_inputs(self):
