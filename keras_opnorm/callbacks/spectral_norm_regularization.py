@@ -15,7 +15,9 @@ class SpectralNormRegularization(objective_callback._BuiltInObjectiveCallback): 
   ``weight / 2 * sum_l sigma_max(W_l)^2`` over the model's Dense and Conv
   kernels, one power iteration per step from persistent vectors (the
   data-independent baseline of Roth et al. 2020). See `ObjectiveCallback`
-  for the mechanics. Give ``backup_dir`` (the directory of
+  for the mechanics. The model may be unbuilt when ``fit`` starts (a
+  subclassed model never called): the vectors are then made on the first
+  batch. Give ``backup_dir`` (the directory of
   ``keras.callbacks.BackupAndRestore``) to keep the persistent vectors across
   an interrupted and resumed run.
 
