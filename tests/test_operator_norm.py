@@ -72,7 +72,9 @@ class ClosedFormTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(closed_form(1, 3), "cols")
     self.assertEqual(closed_form(1.5, "inf"), "rows")
     self.assertEqual(closed_form(1, "inf"), "cols")
-    for pair in ((INF, 1), (INF, 2), (3, 3), (2, 1)):
+    self.assertEqual(closed_form(INF, 1), "vertices")
+    self.assertEqual(closed_form(2, 1), "vertices")
+    for pair in ((INF, 2), (3, 3), (2, 1.5)):
       self.assertIsNone(closed_form(*pair))
 
   def test_22_is_the_largest_singular_value(self):
@@ -150,7 +152,7 @@ class ClosedFormTest(tf.test.TestCase, parameterized.TestCase):
     jac = full(linear(w.T), tf.ones([2, 70]), 80, 70)
     self.assertAllClose(jac, np.broadcast_to(w.T, (2, 80, 70)), atol=1e-5)
 
-  def test_inf_1_is_a_lower_bound_reaching_the_vertex_maximum(self):
+  def test_inf_1_is_exact_and_the_power_method_a_lower_bound(self):
     # ||J||_{inf,1} = max over the 2^n vertices s of the cube of ||J s||_1
     # (a convex function is maximised at a vertex): brute force for n = 6.
     rng = np.random.default_rng(6)
@@ -159,13 +161,16 @@ class ClosedFormTest(tf.test.TestCase, parameterized.TestCase):
     vertices = np.array(list(itertools.product([-1.0, 1.0], repeat=6)))
     brute_1 = np_lp_norm(vertices @ w.T, 1).max()
     brute_2 = np_lp_norm(vertices @ w.T, 2).max()
-    single = operator_norm(linear(w), x, p=INF, q=1)
+    exact = operator_norm(linear(w), x, p=INF, q=1)  # d = 3: sign-vector enumeration.
+    self.assertTrue(exact.exact)
+    self.assertAllClose(exact.norm, np.full(4, brute_1), rtol=1e-5)
+    single = operator_norm(linear(w), x, p=INF, q=1, method="power")
     self.assertFalse(single.exact)
     self.assertAllLessEqual(single.norm, brute_1 * (1 + 1e-6))
     self.assertAllClose(np.abs(single.v), np.ones((4, 6)))  # A vertex.
     # norm = ||J v||_q at the returned v.
     self.assertAllClose(single.norm, np_lp_norm(single.v.numpy() @ w.T, 1), rtol=1e-5)
-    best = operator_norm(linear(w), x, p=INF, q=1, num_restarts=16)
+    best = operator_norm(linear(w), x, p=INF, q=1, num_restarts=16, method="power")
     self.assertAllClose(best.norm, np.full(4, brute_1), rtol=1e-5)
     self.assertAllLessEqual(operator_norm(linear(w), x, p=INF, q=2).norm, brute_2 * (1 + 1e-6))
 
@@ -442,7 +447,7 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
       ("exact_max_dim", dict(exact_max_dim=0), ValueError, "exact_max_dim=0"),
       ("v0_shape", dict(v0=np.ones((2, 5), np.float32)), ValueError, "`v0`"),
       ("v0_int", dict(v0=np.ones((2, 4), np.int32)), TypeError, "`v0`"),
-      ("exact_np_hard", dict(p=INF, q=1, method="exact"), ValueError, "closed form"),
+      ("exact_np_hard", dict(p=INF, q=2, method="exact"), ValueError, "closed form"),
       ("exact_too_big", dict(method="exact", exact_max_dim=2), ValueError, "exact_max_dim=2"),
   )
   def test_bad_arguments(self, kwargs, error, message):
