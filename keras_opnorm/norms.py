@@ -93,6 +93,15 @@ def dual_exponent(p):
   return p / (p - 1.0)
 
 
+def _float_tensor(x, name):
+  """``tf.convert_to_tensor(x)``, refusing integer and boolean tensors by name."""
+  x = tf.convert_to_tensor(x)
+  if not x.dtype.is_floating:
+    raise TypeError(f"`{name}` must be a floating-point tensor (cast integers to float "
+                    f"first). Received: {name} with dtype={x.dtype.name}")
+  return x
+
+
 def _reduce_axes(x):
   return list(range(1, x.shape.rank))
 
@@ -121,6 +130,7 @@ def lp_norm(x, p, *, keepdims=False):
 
   Raises:
     TypeError, ValueError: if ``p`` is not a number in ``[1, inf]``.
+    TypeError: for an integer or boolean tensor.
 
   Example:
 
@@ -130,7 +140,7 @@ def lp_norm(x, p, *, keepdims=False):
   4.0
   """
   p = validate_exponent(p)
-  x = tf.convert_to_tensor(x)
+  x = _float_tensor(x, "x")
   axes = _reduce_axes(x)
   a = tf.abs(x)
   if math.isinf(p):
@@ -166,8 +176,9 @@ def normalize(x, p):
 
   Raises:
     TypeError, ValueError: if ``p`` is not a number in ``[1, inf]``.
+    TypeError: for an integer or boolean tensor.
   """
-  x = tf.convert_to_tensor(x)
+  x = _float_tensor(x, "x")
   n = lp_norm(x, p, keepdims=True)
   safe = tf.where(n > 0, n, tf.ones_like(n))
   return tf.where(n > 0, x / safe, tf.zeros_like(x))
@@ -196,6 +207,7 @@ def steepest_ascent(g, p):
 
   Raises:
     TypeError, ValueError: if ``p`` is not a number in ``[1, inf]``.
+    TypeError: for an integer or boolean tensor.
 
   Example:
 
@@ -205,7 +217,7 @@ def steepest_ascent(g, p):
   [[0.0, -1.0]]
   """
   p = validate_exponent(p)
-  g = tf.convert_to_tensor(g)
+  g = _float_tensor(g, "g")
   if math.isinf(p):
     return tf.sign(g)
   if p == 2.0:
@@ -241,7 +253,7 @@ def project_l1_ball(delta, epsilon):
   Returns:
     Tensor shaped like ``delta`` with ``||.||_1 <= eps`` per example.
   """
-  delta = tf.convert_to_tensor(delta)
+  delta = _float_tensor(delta, "delta")
   shape = tf.shape(delta)
   flat = tf.reshape(delta, [shape[0], -1])
   eps = tf.convert_to_tensor(epsilon, dtype=delta.dtype)
@@ -337,9 +349,10 @@ def project_lp_ball(delta, epsilon, p):
 
   Raises:
     TypeError, ValueError: if ``p`` is not a number in ``[1, inf]``.
+    TypeError: for an integer or boolean tensor.
   """
   p = validate_exponent(p)
-  delta = tf.convert_to_tensor(delta)
+  delta = _float_tensor(delta, "delta")
   if math.isinf(p):
     e = _per_example(epsilon, delta)
     return tf.clip_by_value(delta, -e, e)
@@ -414,6 +427,7 @@ def random_lp_ball(shape, epsilon, p, dtype=tf.float32, seed=None):
 
   Raises:
     TypeError, ValueError: if ``p`` is not a number in ``[1, inf]``.
+    TypeError: for an integer or boolean tensor.
   """
   p = validate_exponent(p)
   if math.isinf(p):
@@ -455,5 +469,6 @@ def random_direction(shape, p, dtype=tf.float32, seed=None):
 
   Raises:
     TypeError, ValueError: if ``p`` is not a number in ``[1, inf]``.
+    TypeError: for an integer or boolean tensor.
   """
   return normalize(tf.random.normal(shape, dtype=dtype, seed=seed), p)

@@ -185,13 +185,6 @@ def test_project_l1_box_lands_in_ball_and_box(batch, n, epsilon, seed):
   assert np.all(x + out >= -1e-6) and np.all(x + out <= 1 + 1e-6)
 
 
-_INT_BUG = ("norms.lp_norm / steepest_ascent / normalize on an integer tensor raise "
-            "InvalidArgumentError ('cannot compute Mul ... int32 ... double'), and "
-            "project_lp_ball / project_l1_ball a TypeError 'Cannot convert 0.5 to "
-            "EagerTensor of dtype int32', not naming the argument; reported")
-
-
-@pytest.mark.xfail(strict=True, reason=_INT_BUG)
 @settings(max_examples=6)
 @given(fn=st.sampled_from(["lp_norm", "steepest_ascent", "normalize", "project_lp_ball",
                            "project_l1_ball"]),
