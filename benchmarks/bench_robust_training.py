@@ -48,7 +48,7 @@ only the ratios within one run are meaningful. Never asserted in a test.
 Usage::
 
   python -m benchmarks.bench_robust_training --output_dir=outputs/bench_robust_training
-  python -m benchmarks.bench_robust_training --networks=mlp --norms=inf --num_seeds=1 \
+  python -m benchmarks.bench_robust_training --networks=mlp --threat_norms=inf --num_seeds=1 \
       --epochs=5 --eval_examples=100 --evaluation=fast
 """
 
@@ -84,7 +84,7 @@ _NETWORKS = {"mlp": ("mlp", True), "cnn": ("small_cnn", False)}
 # same here. These select what this benchmark runs.
 _NETWORKS_FLAG = flags.DEFINE_list("networks", ["mlp", "cnn"], "Networks: mlp and/or cnn (the "
                                    "digits MLP of the main job; models.small_cnn on 8x8x1).")
-_NORMS = flags.DEFINE_list("norms", ["2", "inf"], "Input norms p of the threat model.")
+_NORMS = flags.DEFINE_list("threat_norms", ["2", "inf"], "Input norms p of the threat model.")
 _CONFIGS = flags.DEFINE_list("configs", list(METHODS), f"Configurations: {', '.join(METHODS)}.")
 FLAGS = flags.FLAGS
 

@@ -49,7 +49,7 @@ def test_unknown_configuration_is_refused():
 @pytest.mark.slow
 def test_tiny_run_writes_table_json_and_plot(tmp_path):
   out = str(tmp_path)
-  with flagsaver.flagsaver(networks=["mlp"], norms=["inf"], configs=["standard", "fast_at", "dd_k1"],
+  with flagsaver.flagsaver(networks=["mlp"], threat_norms=["inf"], configs=["standard", "fast_at", "dd_k1"],
                            num_seeds=1, epochs=1, eval_examples=16, evaluation="fast",
                            output_dir=out):
     brt.main([])
