@@ -27,11 +27,11 @@ class VacuousThreatModelWarning(UserWarning):
 
   Why these thresholds: ``||(hi - lo) / 2||_p`` is the lp distance from the
   box midpoint ``c = (lo + hi) / 2`` to its farthest corner, so it bounds
-  ``||x - c||_p`` for every valid ``x``. At such a radius the ball around the
-  midpoint contains the whole box, and every input can be moved to the same
-  point ``c`` (the grey image): the best attack reaches every label that a
-  non-constant classifier predicts anywhere in the box, and robust accuracy
-  is at most the frequency of the most common class, whatever the model.
+  ``||x - c||_p`` for every valid ``x``. At such a radius every input can be
+  moved to the same point ``c`` (the grey image), so an example stays
+  robust only if its label is the model's prediction at ``c``: robust
+  accuracy is at most the frequency of the most common class, whatever the
+  model.
   Typical cause: eps given in pixel units (8 rather than 8/255) or a clip
   range that does not match the data.
   """
