@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from keras_opnorm import _checks
 from keras_opnorm import evaluation
+from keras_opnorm import logits_view
 
 __all__ = ["OperatorNormMonitor", "RobustAccuracy", "AlignmentMonitor"]
 
@@ -111,8 +112,9 @@ class _Monitor(keras.callbacks.Callback):
   """Shared machinery: schedule, compiled kernel per model, logging."""
 
   def __init__(self, x, *, name, every_n_epochs=1, batch_size=256, training=False,
-               jit_compile=False):
+               jit_compile=False, output=None, from_logits=True):
     super().__init__()
+    self.output, _, self.from_logits = logits_view.check_settings(output, None, from_logits)
     if not isinstance(name, str) or not name:
       raise ValueError(f"`name` must be a non-empty string. Received: name={name!r}")
     self.x = _as_data(x, "x")
@@ -139,7 +141,10 @@ class _Monitor(keras.callbacks.Callback):
           f"`model.fit(..., callbacks=[...])` (or call `set_model(model)` "
           f"first). Received: model=None")
     if self._kernel is None or self._kernel_model is not self.model:
-      self._kernel = self._build_kernel(self.model)
+      model = self.model
+      if self.output is not None or not self.from_logits:
+        model = logits_view.LogitsView(model, output=self.output, from_logits=self.from_logits)
+      self._kernel = self._build_kernel(model)
       self._kernel_model = self.model
     return self._kernel
 
@@ -161,7 +166,7 @@ class _Monitor(keras.callbacks.Callback):
           f"{type(self).__name__} built on a tf.data.Dataset cannot be "
           f"serialised (`get_config`): give `x` (and `y`) as arrays to save "
           f"it. Received: x of type {type(self.x).__name__}")
-    return {
+    config = {
         "x": self.x,
         "name": self.name,
         "every_n_epochs": self.every_n_epochs,
@@ -169,6 +174,11 @@ class _Monitor(keras.callbacks.Callback):
         "training": self.training,
         "jit_compile": self.jit_compile,
     }
+    if self.output is not None:
+      config["output"] = self.output
+    if not self.from_logits:
+      config["from_logits"] = False
+    return config
 
   @classmethod
   def from_config(cls, config):
@@ -204,6 +214,10 @@ class OperatorNormMonitor(_Monitor):
     batch_size: evaluation batch size. Defaults to `256`.
     training: the model's ``training`` flag. Defaults to `False`.
     jit_compile: compile with XLA. Defaults to `False`.
+    output: the logits output (name or index) of a model with several
+      outputs. Defaults to `None` (the model's only output).
+    from_logits: `False` if that output is probabilities (the library then
+      uses ``log p``; see `keras_opnorm.LogitsView`). Defaults to `True`.
 
   Raises:
     TypeError: if ``x`` is not floating point.
@@ -221,9 +235,10 @@ class OperatorNormMonitor(_Monitor):
 
   def __init__(self, x, p=2, q=2, *, name="val_opnorm", num_iters=20, num_restarts=1,
                method="auto", centered=False, every_n_epochs=1, batch_size=256,
-               training=False, jit_compile=False):
+               training=False, jit_compile=False, output=None, from_logits=True):
     super().__init__(x, name=name, every_n_epochs=every_n_epochs, batch_size=batch_size,
-                     training=training, jit_compile=jit_compile)
+                     training=training, jit_compile=jit_compile, output=output,
+                     from_logits=from_logits)
     self.p = _checks.exponent(p, "p")
     self.q = _checks.exponent(q, "q")
     self.num_iters = _checks.positive_int(num_iters, "num_iters")
@@ -283,6 +298,10 @@ class RobustAccuracy(_Monitor):
     batch_size: evaluation batch size. Defaults to `256`.
     training: the model's ``training`` flag. Defaults to `False`.
     jit_compile: compile with XLA. Defaults to `False`.
+    output: the logits output (name or index) of a model with several
+      outputs. Defaults to `None` (the model's only output).
+    from_logits: `False` if that output is probabilities (the library then
+      uses ``log p``; see `keras_opnorm.LogitsView`). Defaults to `True`.
     attack: ``'pgd'``, or ``'fast'`` / ``'standard'`` for the ensemble's
       cascade (``p`` in ``{1, 2, inf}``). Defaults to `'pgd'`.
     seed: the ensemble's seed (each evaluation reuses it). Defaults to `0`.
@@ -306,9 +325,10 @@ class RobustAccuracy(_Monitor):
   def __init__(self, x, y=None, epsilon=None, p=_INF, *, name="val_robust_acc", num_steps=10,
                step_size=None, num_restarts=1, loss="crossentropy", q=2, clip=None,
                random_start=True, every_n_epochs=1, batch_size=256, training=False,
-               jit_compile=False, attack="pgd", seed=0):
+               jit_compile=False, attack="pgd", seed=0, output=None, from_logits=True):
     super().__init__(x, name=name, every_n_epochs=every_n_epochs, batch_size=batch_size,
-                     training=training, jit_compile=jit_compile)
+                     training=training, jit_compile=jit_compile, output=output,
+                     from_logits=from_logits)
     if _is_dataset(self.x):
       _no_labels_with_dataset(y)
       if not _dataset_has_labels(self.x):
@@ -408,6 +428,10 @@ class AlignmentMonitor(_Monitor):
     batch_size: evaluation batch size. Defaults to `256`.
     training: the model's ``training`` flag. Defaults to `False`.
     jit_compile: compile with XLA. Defaults to `False`.
+    output: the logits output (name or index) of a model with several
+      outputs. Defaults to `None` (the model's only output).
+    from_logits: `False` if that output is probabilities (the library then
+      uses ``log p``; see `keras_opnorm.LogitsView`). Defaults to `True`.
 
   Raises:
     TypeError: if ``x`` is not floating point, or ``loss`` is not a name.
@@ -420,9 +444,11 @@ class AlignmentMonitor(_Monitor):
   def __init__(self, x, epsilon, p=2, *, y=None, name="val_alignment", q=2,
                loss="crossentropy", num_steps=10, step_size=None, random_start=True,
                clip=None, num_iters=None, centered=False, seed=0, every_n_epochs=1,
-               batch_size=256, training=False, jit_compile=False):
+               batch_size=256, training=False, jit_compile=False, output=None,
+               from_logits=True):
     super().__init__(x, name=name, every_n_epochs=every_n_epochs, batch_size=batch_size,
-                     training=training, jit_compile=jit_compile)
+                     training=training, jit_compile=jit_compile, output=output,
+                     from_logits=from_logits)
     if _is_dataset(self.x):
       _no_labels_with_dataset(y)
       self.y = None
