@@ -3,6 +3,7 @@
 import keras
 
 from keras_opnorm.callbacks import objective_callback
+from keras_opnorm.objectives import adversarial_training
 
 __all__ = ["AdversarialTraining"]
 
@@ -31,7 +32,8 @@ class AdversarialTraining(objective_callback._EpsilonObjectiveCallback):  # pyli
     backup_dir: see `ObjectiveCallback`. Defaults to `None`.
     **objective_kwargs: the other arguments of
       `keras_opnorm.objectives.AdversarialTraining` (``p``, ``num_steps``,
-      ``step_size``, ``loss``, ``q``, ``weight``, ``squared``,
+      ``step_size`` or ``step_size_factor`` (``alpha / epsilon``, follows
+      the warm-up), ``loss``, ``q``, ``weight``, ``squared``,
       ``replace_clean_loss``, ``random_start``, ``clip``,
       ``attack_training``, ...).
 
@@ -49,6 +51,45 @@ class AdversarialTraining(objective_callback._EpsilonObjectiveCallback):  # pyli
           epsilon=0.1, p="inf", num_steps=10, warmup_epochs=3)])
   model.save("robust.keras")     # the user's model only
   ```
+
+  Fast AT (Wong, Rice & Kolter, ICLR 2020; see `fast`):
+  ``AdversarialTraining.fast(epsilon=0.1, p="inf", warmup_epochs=3)``.
   """
 
   _objective_class_name = "AdversarialTraining"
+
+  @classmethod
+  def fast(cls, epsilon, p=float("inf"), *, step_size_factor=1.25, **kwargs):
+    """Fast AT (Wong, Rice & Kolter, ICLR 2020) for one ``fit``.
+
+    One FGSM step of size ``alpha = step_size_factor * epsilon`` (1.25: the
+    paper's) from a uniform random start in the lp ball, projected back
+    (l-inf in the paper; ``p = 2`` uses the l2 ball); ``alpha`` follows
+    ``warmup_epochs`` / ``epsilon_schedule``, since it is relative to the
+    current epsilon. See `keras_opnorm.objectives.AdversarialTraining.fast`.
+
+    Args:
+      epsilon: radius of the lp ball (> 0; schedulable).
+      p: the norm of the threat model. Defaults to `inf`.
+      step_size_factor: ``alpha / epsilon``. Defaults to `1.25`.
+      **kwargs: the callback's other arguments (``warmup_epochs``,
+        ``weight``, ``clip``, ...) except ``num_steps``, ``step_size`` and
+        ``random_start``.
+
+    Returns:
+      An `AdversarialTraining` callback (its config is a plain one:
+      ``num_steps=1``, ``step_size_factor``, ``random_start=True``).
+
+    Raises:
+      ValueError: for ``num_steps``, ``step_size`` or ``random_start`` in
+        ``kwargs``, and as the callback.
+
+    Example:
+
+    ```python
+    model.fit(x, y, epochs=10, callbacks=[
+        keras_opnorm.callbacks.AdversarialTraining.fast(
+            epsilon=0.1, p="inf", warmup_epochs=3, clip=(0.0, 1.0))])
+    ```
+    """
+    return cls(epsilon, **adversarial_training.fast_config(p, step_size_factor, kwargs))

@@ -34,7 +34,8 @@ class OperatorNormRegularization(objective_callback._EpsilonObjectiveCallback): 
     backup_dir: see `ObjectiveCallback`. Defaults to `None`.
     **objective_kwargs: the other arguments of
       `keras_opnorm.objectives.OperatorNormRegularization` (``p``, ``q``,
-      ``weight``, ``num_iters``, ``form``, ``warm_start``,
+      ``weight``, ``num_iters``, ``form``, ``direction`` (``'power'``,
+      ``'exact'`` or ``'auto'``), ``warm_start``,
       ``power_training``, ...).
 
   Raises:

@@ -141,6 +141,18 @@ def kl_divergence(logits, logits_adv):
   return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
 
 
+def fast_config(p, step_size_factor, kwargs):
+  """The `AdversarialTraining` arguments of the Fast AT preset (see ``fast``)."""
+  fixed = sorted(k for k in ("num_steps", "step_size", "random_start") if k in kwargs)
+  if fixed:
+    raise ValueError(
+        f"Fast AT fixes num_steps=1, random_start=True and a step relative to "
+        f"epsilon (`step_size_factor`); use AdversarialTraining(...) to set "
+        f"them. Received: {', '.join(f'{k}={kwargs[k]!r}' for k in fixed)}")
+  return {**kwargs, "p": p, "num_steps": 1, "step_size_factor": step_size_factor,
+          "random_start": True}
+
+
 def _check_clip(clip):
   if clip is None:
     return None
@@ -180,6 +192,13 @@ class AdversarialTraining(base.Objective):
     scaled by 2).
   * By the theorem of Roth et al. (2020), ``'logit'`` with a large step size
     regularises ``weight * eps * ||J_f(x)||_{p,q}`` for small ``eps``.
+  * Fast AT ("Fast is better than free", Wong, Rice & Kolter, ICLR 2020):
+    `AdversarialTraining.fast` is one step of size ``alpha = 1.25 eps``
+    (``step_size_factor=1.25``, so that ``alpha`` follows an epsilon
+    schedule or warm-up) from a uniform random start in the ball, projected
+    back onto it. The paper is l-inf (FGSM: the step is ``alpha *
+    sign(grad)``, the projection a clip); for ``p = 2`` the same recipe
+    runs in the l2 ball (normalised-gradient step, rescaling projection).
 
   Batch norm and dropout: the attack runs with ``training=attack_training``
   (inference mode by default: its forward passes neither use nor move
@@ -200,8 +219,12 @@ class AdversarialTraining(base.Objective):
     epsilon: the radius ``eps > 0`` (a float or a variable; schedulable).
     p: the norm of the threat model, ``p >= 1`` or ``inf``. Defaults to `inf`.
     num_steps: PGD steps. Defaults to `10`.
-    step_size: the PGD step ``alpha``. Defaults to `None`: the attack's
+    step_size: the PGD step ``alpha`` (a fixed number: it does not follow
+      an epsilon schedule). Defaults to `None`: the attack's
       ``2.5 * epsilon / num_steps``, which follows an epsilon schedule.
+    step_size_factor: ``alpha = step_size_factor * epsilon`` with the
+      current (scheduled) epsilon; exclusive with ``step_size``. Defaults to
+      `None`.
     loss: ``'crossentropy'``, ``'logit'`` or ``'kl'``. Defaults to
       `'crossentropy'`.
     q: the output norm of ``'logit'``. Defaults to `2`.
@@ -233,8 +256,9 @@ class AdversarialTraining(base.Objective):
       ``clip``, labels that are not integers or not in ``[0, num_classes)``.
       Warns once (first call) with `keras_opnorm.VacuousThreatModelWarning`
       when ``epsilon`` covers the ``clip`` box.
-    ValueError: for ``epsilon <= 0``, ``weight < 0``, ``num_steps <= 0``, an
-      unknown ``loss``, ``p`` or ``q`` < 1, ``replace_clean_loss`` with a loss
+    ValueError: for ``epsilon <= 0``, ``weight < 0``, ``num_steps <= 0``,
+      ``step_size`` or ``step_size_factor`` <= 0 or both given, an unknown
+      ``loss``, ``p`` or ``q`` < 1, ``replace_clean_loss`` with a loss
       other than ``'crossentropy'``, a bad ``clip``; in ``build`` for a model
       that outputs probabilities.
 
@@ -258,6 +282,7 @@ class AdversarialTraining(base.Objective):
                p=float("inf"),
                num_steps=10,
                step_size=None,
+               step_size_factor=None,
                loss="crossentropy",
                q=2,
                weight=1.0,
@@ -280,6 +305,14 @@ class AdversarialTraining(base.Objective):
     self.q = _checks.exponent(q, "q")
     self.num_steps = _checks.positive_int(num_steps, "num_steps")
     self.step_size = None if step_size is None else _checks.positive_float(step_size, "step_size")
+    if step_size_factor is not None:
+      step_size_factor = _checks.positive_float(step_size_factor, "step_size_factor")
+      if step_size is not None:
+        raise ValueError(
+            "`step_size` and `step_size_factor` are exclusive (a fixed step, or "
+            "one relative to the scheduled epsilon). Received: "
+            f"step_size={step_size!r}, step_size_factor={step_size_factor!r}")
+    self.step_size_factor = step_size_factor
     if loss not in ADVERSARIAL_LOSSES:
       raise ValueError(f"`loss` must be one of {ADVERSARIAL_LOSSES}. Received: loss={loss!r}")
     self.loss = loss
@@ -297,6 +330,37 @@ class AdversarialTraining(base.Objective):
     self.forward_training = bool(forward_training)
     self.update_batch_stats = bool(update_batch_stats)
 
+  @classmethod
+  def fast(cls, epsilon, p=float("inf"), *, step_size_factor=1.25, **kwargs):
+    """Fast AT (Wong, Rice & Kolter, ICLR 2020): FGSM from a random start.
+
+    ``x* = Proj_{B_p(x, eps)}(x + delta_0 + alpha * s_p(grad CE))`` with
+    ``delta_0`` uniform in the ball and ``alpha = 1.25 eps`` (the paper's
+    l-inf recipe; ``p = 2`` uses the l2 ball the same way). ``alpha`` is
+    ``step_size_factor`` times the current epsilon, so it follows an epsilon
+    schedule or warm-up. The clean loss is kept (``CE + weight * CE_adv``,
+    as in the other configurations); the paper trains on ``CE_adv`` alone:
+    pass ``replace_clean_loss=True`` for that.
+
+    Args:
+      epsilon: the radius ``eps > 0`` (a float or a variable; schedulable).
+      p: the norm of the threat model. Defaults to `inf`.
+      step_size_factor: ``alpha / eps``. Defaults to `1.25` (the paper's).
+      **kwargs: the other arguments of `AdversarialTraining` except
+        ``num_steps``, ``step_size`` and ``random_start`` (fixed here).
+
+    Returns:
+      An `AdversarialTraining` with ``num_steps=1``, ``random_start=True``.
+
+    Raises:
+      ValueError: for ``num_steps``, ``step_size`` or ``random_start`` in
+        ``kwargs``, and as `AdversarialTraining`.
+
+    Reference: Wong, Rice & Kolter, "Fast is better than free: Revisiting
+    adversarial training", ICLR 2020 (https://arxiv.org/abs/2001.03994).
+    """
+    return cls(epsilon, **fast_config(p, step_size_factor, kwargs))
+
   @property
   def clean_loss_weight(self):
     return 0.0 if self.replace_clean_loss else 1.0
@@ -313,6 +377,9 @@ class AdversarialTraining(base.Objective):
                               self.p, self.clip, x.shape[1:], type(self).__name__, stacklevel=3)
     eps = _checks.hyperparameter_in_step(self._hyperparameter("epsilon"), "epsilon")
     eps = tf.maximum(eps, _MIN_ATTACK_EPSILON)
+    step_size = self.step_size
+    if self.step_size_factor is not None:  # Follows the scheduled epsilon.
+      step_size = self.step_size_factor * eps
     attack_y = y if self.loss == "crossentropy" else None
     if attack_y is not None:
       attack_y = tf.convert_to_tensor(attack_y)
@@ -323,7 +390,7 @@ class AdversarialTraining(base.Objective):
       warnings.simplefilter("ignore", _checks.VacuousThreatModelWarning)
       x_adv = pgd_attack(
           model, x, attack_y, epsilon=eps, p=self.p, num_steps=self.num_steps,
-          step_size=self.step_size, random_start=self.random_start, loss=self.loss,
+          step_size=step_size, random_start=self.random_start, loss=self.loss,
           q=self.q, clip=self.clip, training=self.attack_training)
     x_adv = tf.stop_gradient(x_adv)
 
@@ -374,6 +441,7 @@ class AdversarialTraining(base.Objective):
         "p": base.exponent_config(self.p),
         "num_steps": self.num_steps,
         "step_size": self.step_size,
+        "step_size_factor": self.step_size_factor,
         "loss": self.loss,
         "q": base.exponent_config(self.q),
         "squared": self.squared,

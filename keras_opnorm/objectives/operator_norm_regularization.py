@@ -17,21 +17,27 @@ import keras
 import tensorflow as tf
 
 from keras_opnorm import _checks
+from keras_opnorm import _cost
+from keras_opnorm import _jacobian_matrix
 from keras_opnorm import jacobian
 from keras_opnorm import norms
 from keras_opnorm.objectives import _forward
 from keras_opnorm.objectives import base
 from keras_opnorm.objectives.adversarial_training import logit_distance
+from keras_opnorm.operator_norm import MAX_VERTEX_LOGITS
+from keras_opnorm.operator_norm import closed_form
 from keras_opnorm.operator_norm import operator_norm
 
 __all__ = [
     "OperatorNormRegularization",
     "OPERATOR_NORM_FORMS",
+    "DIRECTIONS",
     "sum_of_squares_penalty",
     "jacobian_penalty",
 ]
 
 OPERATOR_NORM_FORMS = ("sum_of_squares", "jacobian")
+DIRECTIONS = ("power", "exact", "auto")
 
 
 def sum_of_squares_penalty(logits_perturbed, logits, *, q=2):
@@ -88,7 +94,10 @@ class OperatorNormRegularization(base.Objective):
   Per batch, ``v`` (``||v||_p = 1`` per example) comes from ``num_iters``
   (p,q) power iterations on each example's Jacobian at ``x``
   (`keras_opnorm.operator_norm`, method ``'power'``, in inference mode unless
-  ``power_training``), under ``stop_gradient``; then::
+  ``power_training``), or with ``direction='exact'`` from the closed form on
+  the exact Jacobian (for (2, 2) the top right singular vector of ``J``,
+  built from ``min(d, n)`` batched products), under ``stop_gradient``;
+  then::
 
     'sum_of_squares'  l_i = 1/2 * ||f(x_i + eps v_i) - f(x_i)||_q^2
     'jacobian'        l_i = 1/2 * eps^2 * (u_i^T J_i v_i)^2,  u_i = s_{q*}(J_i v_i)
@@ -114,6 +123,18 @@ class OperatorNormRegularization(base.Objective):
   statistics unless ``update_batch_stats``; with ``forward_training=False``
   the clean logits are recomputed in inference mode.
 
+  Direction: ``'power'`` (``num_iters`` iterations, a lower bound that
+  converges to the top singular vector for (2, 2) at the rate
+  ``(sigma_2 / sigma_1)^(2K)``), ``'exact'`` (only for the pairs with a
+  closed form: ``(2, 2)``, ``(1, q)``, ``(p, inf)``, ``(p, 1)`` with at most
+  12 logits; the penalty is then ``weight/2 * eps^2 * ||J||_{p,q}^2`` in a
+  linear region) or ``'auto'``: the exact direction where the pass-count
+  cost model (`keras_opnorm._cost.cheaper_path`, premium 1) finds it
+  cheaper than ``num_iters`` power iterations (on a 2-core CPU: ``d <= 15``
+  logits for 10 iterations, e.g. a 10-class classifier), the power method
+  otherwise and for the pairs without a closed form. The direction only
+  chooses ``v``: the penalty and its gradient are the same computation.
+
   Warm start: ``v`` restarts from a random direction every step. Re-using
   the previous epoch's ``v`` per example would need an index into the
   dataset, which ``model.fit`` does not provide; ``warm_start=True`` is
@@ -130,6 +151,8 @@ class OperatorNormRegularization(base.Objective):
     weight: ``lambda >= 0`` (a float or a variable; schedulable). Defaults to
       `2e-2` (the paper's CIFAR-10 value with ``eps = 1.75``).
     num_iters: power iterations per step. Defaults to `10` (the paper's).
+    direction: ``'power'``, ``'exact'`` or ``'auto'`` (see above). Defaults
+      to `'power'`.
     form: ``'sum_of_squares'`` or ``'jacobian'``. Defaults to
       `'sum_of_squares'`.
     warm_start: must be False (see above). Defaults to `False`.
@@ -153,7 +176,8 @@ class OperatorNormRegularization(base.Objective):
       under XLA); in the step, for NaN / inf in ``x`` (under XLA the loss and
       the ``{name}`` metric are NaN).
     ValueError: for ``epsilon <= 0``, ``weight < 0``, ``num_iters <= 0``,
-      ``p`` or ``q`` < 1, an unknown ``form`` or ``jvp_mode``,
+      ``p`` or ``q`` < 1, an unknown ``form``, ``direction`` or ``jvp_mode``,
+      ``direction='exact'`` for a pair without a closed form,
       ``warm_start=True``; in ``build`` for a model that outputs
       probabilities.
 
@@ -178,6 +202,7 @@ class OperatorNormRegularization(base.Objective):
                weight=2e-2,
                num_iters=10,
                form="sum_of_squares",
+               direction="power",
                warm_start=False,
                power_training=False,
                forward_training=True,
@@ -197,6 +222,16 @@ class OperatorNormRegularization(base.Objective):
     if form not in OPERATOR_NORM_FORMS:
       raise ValueError(f"`form` must be one of {OPERATOR_NORM_FORMS}. Received: form={form!r}")
     self.form = form
+    if direction not in DIRECTIONS:
+      raise ValueError(f"`direction` must be one of {DIRECTIONS}. Received: "
+                       f"direction={direction!r}")
+    if direction == "exact" and closed_form(self.p, self.q) is None:
+      raise ValueError(
+          f"`direction='exact'` needs a closed form of the (p, q) operator norm, "
+          f"which exists for (2, 2), (1, q), (p, inf) and (p, 1) only (use "
+          f"direction='power' or 'auto'). Received: direction='exact' with "
+          f"p={self.p}, q={self.q}")
+    self.direction = direction
     if warm_start:
       raise ValueError(
           "`warm_start=True` is not supported: re-using each example's "
@@ -218,9 +253,10 @@ class OperatorNormRegularization(base.Objective):
   def call(self, model, x, y, y_pred, sample_weight=None):
     del y
     x = _checks.float_input(x, "x")
+    method, max_dim = self._method(model, x)
     result = operator_norm(
-        model, x, self.p, self.q, num_iters=self.num_iters, method="power",
-        training=self.power_training, jvp_mode=self.jvp_mode)
+        model, x, self.p, self.q, num_iters=self.num_iters, method=method,
+        training=self.power_training, jvp_mode=self.jvp_mode, exact_max_dim=max_dim)
     v = tf.stop_gradient(tf.cast(result.v, x.dtype))
     eps = _checks.hyperparameter_in_step(self._hyperparameter("epsilon"), "epsilon")
     if self.form == "sum_of_squares":
@@ -244,6 +280,27 @@ class OperatorNormRegularization(base.Objective):
     }
     return loss, metrics
 
+  def exact_direction(self, d, n):
+    """Whether ``v`` comes from the closed form for ``d`` logits, input size ``n``."""
+    form = closed_form(self.p, self.q)
+    if self.direction == "power" or form is None:
+      return False
+    if self.direction == "exact":
+      return True
+    if form == "vertices" and d > MAX_VERTEX_LOGITS:
+      return False
+    return _cost.cheaper_path(d, n, num_iters=self.num_iters, p=self.p, q=self.q) == "exact"
+
+  def _method(self, model, x):
+    """``(method, exact_max_dim)`` of the step's `operator_norm` call."""
+    if self.direction == "power":
+      return "power", 256
+    n = _jacobian_matrix.num_features(x)
+    d = _jacobian_matrix.num_logits(jacobian.as_logits_fn(model, self.power_training), x)
+    if self.exact_direction(d, n):
+      return "exact", min(d, n)
+    return "power", 256
+
   def get_config(self):
     return {
         **super().get_config(),
@@ -252,6 +309,7 @@ class OperatorNormRegularization(base.Objective):
         "q": base.exponent_config(self.q),
         "num_iters": self.num_iters,
         "form": self.form,
+        "direction": self.direction,
         "warm_start": self.warm_start,
         "power_training": self.power_training,
         "forward_training": self.forward_training,
