@@ -58,6 +58,7 @@ model.fit(x, {"logits": y, "aux": aux}, callbacks=[
 ```
 """
 
+import copy
 import functools
 import inspect
 import numbers
@@ -402,6 +403,16 @@ class LogitsView:
     packing = Packing(x, self.inputs, name=name)
     return _PackedModel(self, packing), packing.z, packing
 
+  def bind_fixed(self, packing, fixed):
+    """``z -> logits`` with the fixed inputs ``fixed`` of one batch bound.
+
+    For the functions that walk ``x`` batch by batch: ``packing`` describes
+    the structure (from any batch of the data), ``fixed`` maps each fixed key
+    of ``packing`` to that batch's ``[batch, ...]`` values (tensors inside a
+    compiled kernel).
+    """
+    return _PackedModel(self, packing.with_fixed(fixed))
+
 
 def as_view(f, **settings):
   """``f`` as a `LogitsView` (``f`` itself, or its view when already bound)."""
@@ -513,6 +524,23 @@ class Packing:
     return tuple(items) if isinstance(self.structure, tuple) else items
 
   @_plain_python
+  def with_fixed(self, fixed):
+    """A copy of this packing whose fixed inputs are ``fixed`` (key -> values)."""
+    missing = [k for k in self.fixed if k not in fixed]
+    if missing:
+      raise ValueError(f"`fixed` must hold the fixed inputs {list(self.fixed)}. Received: "
+                       f"no entry for {missing}")
+    other = copy.copy(self)
+    other.fixed = {k: fixed[k] for k in self.fixed}
+    return other
+
+  @_plain_python
+  def unpack_numpy(self, z, fixed):
+    """``x``'s structure of numpy arrays from ``z [n, n_in]`` and the fixed inputs."""
+    entries = {k: np.asarray(v) for k, v in self._split(z, 0).items()}
+    return self._assemble(entries, lambda k: np.asarray(fixed[k]))
+
+  @_plain_python
   def unpack(self, z):
     """``x``'s structure from ``z`` (fixed inputs passed through unchanged)."""
     return self._assemble(self._split(z, 0), lambda k: self.fixed[k])
@@ -577,7 +605,7 @@ def _unpack_result(result, packing, kind):
   return result
 
 
-def accepts_views(*, returns=None, like_x=(), supported=True):
+def accepts_views(*, returns=None, like_x=(), supported=True, batches_itself=False):
   """Decorates a public ``func(f, x, ...)`` to accept dict/list ``x`` (see module).
 
   Single-tensor ``x`` calls ``func`` unchanged (a `LogitsView` ``f`` is handled
@@ -591,8 +619,11 @@ def accepts_views(*, returns=None, like_x=(), supported=True):
     returns: how to unpack the result. Defaults to `None`.
     like_x: names of arguments shaped like ``x`` (for ``returns='vectors'``
       shaped ``[batch, j, ...]``). Defaults to `()`.
-    supported: False for functions that batch ``x`` themselves: a structured
-      ``x`` then raises a ``NotImplementedError`` naming ``x``.
+    supported: False for functions that do not support a structured ``x``:
+      it then raises a ``NotImplementedError`` naming ``x``. Defaults to `True`.
+    batches_itself: True for functions that batch ``x`` themselves and bind
+      each batch's fixed inputs (`LogitsView.bind_fixed`): a structured ``x``
+      is passed to ``func`` unchanged. Defaults to `False`.
   """
 
   def decorate(func):
@@ -603,7 +634,7 @@ def accepts_views(*, returns=None, like_x=(), supported=True):
     def wrapper(*args, **kwargs):
       bound = signature.bind(*args, **kwargs)
       x = bound.arguments.get(x_name)
-      if not is_structured(x):
+      if batches_itself or not is_structured(x):
         return func(*args, **kwargs)
       if not supported:
         raise NotImplementedError(

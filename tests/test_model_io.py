@@ -235,8 +235,11 @@ class MultiInputTest(tf.test.TestCase):
     self.assertIsNone(result.v[1])
     with self.assertRaisesRegex(TypeError, "`inputs` must name floating-point inputs"):
       keras_opnorm.operator_norm(keras_opnorm.LogitsView(model, inputs=[1]), [x["a"], x["ids"]])
-    with self.assertRaisesRegex(NotImplementedError, "`x` must be a single tensor"):
-      robust_accuracy(model, [x["a"], x["ids"]], np.zeros(4, "int32"), epsilons=[0.1])
+    # The batching evaluation functions take list inputs too: the clean
+    # accuracy is that of argmax(W a + E[ids]).
+    y = np.zeros(4, "int32")
+    clean = robust_accuracy(model, [x["a"], x["ids"]], y, epsilons=[0.0]).clean_accuracy
+    self.assertAllClose(clean, np.mean(np.argmax(x["a"] @ W.T + E[x["ids"][:, 0]], -1) == y))
 
 
 class MultiOutputTest(tf.test.TestCase, parameterized.TestCase):

@@ -60,7 +60,10 @@ from keras_opnorm import logits_view
 from keras_opnorm.attacks import _common
 from keras_opnorm.attacks import losses
 from keras_opnorm.evaluation._data import _batches
+from keras_opnorm.evaluation._data import _Structured
 from keras_opnorm.evaluation._data import _check_batch_size
+from keras_opnorm.evaluation._data import _is_structured_data
+from keras_opnorm.evaluation._data import _slice_fixed
 from keras_opnorm.evaluation._data import _single_epsilon
 from keras_opnorm.evaluation._results import _Result
 
@@ -327,7 +330,10 @@ class AutoAttackResult(_Result):
   def from_dict(cls, config):
     """Rebuilds a result from `to_dict` output (``x_adv`` back as a numpy array)."""
     result = super().from_dict(config)
-    if result.x_adv is not None:
+    if isinstance(result.x_adv, dict):  # A structured x: one array per input.
+      result = dataclasses.replace(result, x_adv={k: np.asarray(v) for k, v in
+                                                  result.x_adv.items()})
+    elif result.x_adv is not None:
       result = dataclasses.replace(result, x_adv=np.asarray(result.x_adv, np.float32))
     return result
 
@@ -387,8 +393,12 @@ class _StageRunner:
       compiled._omit_frequent_tracing_warning = True
     return compiled
 
-  def run(self, compiled, x, y, seed, title):
-    """Returns the kernel's outputs for the ``len(x)`` points, as numpy."""
+  def run(self, compiled, x, y, seed, title, fixed=None):
+    """Returns the kernel's outputs for the ``len(x)`` points, as numpy.
+
+    ``fixed`` (a structured ``x``: the fixed inputs, ``{key: [len(x), ...]}``)
+    is sliced and padded like ``x`` and passed as the kernel's fourth argument.
+    """
     n, bs = x.shape[0], self.batch_size
     num_chunks = -(-n // bs)
     bar = None
@@ -399,20 +409,25 @@ class _StageRunner:
     chunks = []
     for c in range(num_chunks):
       sl = slice(c * bs, min((c + 1) * bs, n))
-      chunks.append((tf.constant(_pad(x[sl], bs)), tf.constant(_pad(y[sl], bs)),
-                     _common.fold_seed(seed, c), sl.stop - sl.start))
+      args = (tf.constant(_pad(x[sl], bs)), tf.constant(_pad(y[sl], bs)),
+              _common.fold_seed(seed, c))
+      if fixed is not None:
+        args += ({k: tf.constant(_pad(v[sl], bs)) for k, v in fixed.items()},)
+      chunks.append(args + (sl.stop - sl.start,))
     outs = []
     for g in range(0, num_chunks, self.replicas):
       group = chunks[g:g + self.replicas]
       if self.replicas == 1:
-        results = [compiled(*group[0][:3])]
+        results = [compiled(*group[0][:-1])]
       else:
         group = group + [group[-1]] * (self.replicas - len(group))  # idle replicas: a copy
         values = [self.strategy.experimental_distribute_values_from_function(
-            lambda ctx, i=i: group[ctx.replica_id_in_sync_group][i]) for i in range(3)]
+            lambda ctx, i=i: group[ctx.replica_id_in_sync_group][i])
+                  for i in range(len(group[0]) - 1)]
         results = list(zip(*[self.strategy.experimental_local_results(t)
                              for t in compiled(*values)]))
-      for (_, _, _, count), res in zip(group[:num_chunks - g], results):
+      for chunk, res in zip(group[:num_chunks - g], results):
+        count = chunk[-1]
         outs.append([t.numpy()[:count] for t in res])
       if bar is not None:
         bar.update(min(g + self.replicas, num_chunks))
@@ -481,7 +496,7 @@ def _materialize(x, y, batch_size):
 # ----------------------------------------------------------------------------
 
 
-@logits_view.accepts_views(supported=False)
+@logits_view.accepts_views(batches_itself=True)
 def auto_attack(model, x, y=None, *, epsilon, p=_INF, version="standard", attacks=None,
                 clip=None, batch_size=256, seed=0, verbose=1, training=False, strategy=None):
   """Robust accuracy at ``epsilon`` under an AutoAttack-style cascade of attacks.
@@ -578,23 +593,38 @@ def auto_attack(model, x, y=None, *, epsilon, p=_INF, version="standard", attack
   if strategy is None:
     strategy = tf.distribute.get_strategy()
   logits_fn = jacobian.as_logits_fn(model, training=training)
-  x, y = _materialize(x, y, batch_size)
+  structured, fixed = None, None
+  if _is_structured_data(x):  # Attacked as z (packed), the fixed inputs bound per batch.
+    structured = _Structured(model, x, y, training=training)
+    x, y, fixed = structured.materialize(batch_size)
+    first_fn = structured.logits_fn(_slice_fixed(fixed, slice(0, 1)))
+  else:
+    x, y = _materialize(x, y, batch_size)
+    first_fn = logits_fn
+
+  def bound(fb):
+    """``(model, logits_fn)`` for a batch (the fixed inputs ``fb`` of a structured x)."""
+    if fb is None:
+      return model, logits_fn
+    return structured.bind(fb), structured.logits_fn(fb)
+
   clip = _clip_arrays(clip, x.shape[1:])
   clip_tf = None if clip is None else tuple(tf.constant(b, x.dtype) for b in clip)
   _common._check_in_box(tf.constant(x), clip_tf)  # pylint: disable=protected-access
   _common.warn_if_vacuous(epsilon, p, clip, x.shape[1:], "auto_attack")
-  width = logits_fn(tf.constant(x[:1])).shape[-1]
+  width = first_fn(tf.constant(x[:1])).shape[-1]
   if width is not None:
     _checks.class_labels(tf.constant(y), width)  # Before the kernels (XLA drops asserts).
   runner = _StageRunner(strategy, batch_size, verbose)
 
-  def clean_kernel(xb, yb, sb):
+  def clean_kernel(xb, yb, sb, fb=None):
     del sb
-    logits = logits_fn(xb)
+    logits = bound(fb)[1](xb)
     return tf.argmax(logits, axis=-1, output_type=tf.int32), losses.margin(logits, yb)
 
-  pred, clean_margin = runner.run(runner.compile(clean_kernel), x, y, base_seed, "clean")
-  num_classes = logits_fn(tf.constant(x[:1])).shape[-1]
+  pred, clean_margin = runner.run(runner.compile(clean_kernel), x, y, base_seed, "clean",
+                                  fixed=fixed)
+  num_classes = first_fn(tf.constant(x[:1])).shape[-1]
   if version != "custom" and num_classes is not None:
     # Preset cascades leave out what the model's classes cannot support
     # (APGD-T's targeted DLR needs 4 logits); `result.attacks` lists what ran.
@@ -613,7 +643,11 @@ def auto_attack(model, x, y=None, *, epsilon, p=_INF, version="standard", attack
     if idx.size:
       attack = _attack_fn(stage, model, logits_fn, training)
 
-      def kernel(xb, yb, sb, attack=attack, name=stage.name):
+      def kernel(xb, yb, sb, fb=None, attack=attack, name=stage.name, stage_index=k):
+        fn = logits_fn
+        if fb is not None:
+          batch_model, fn = bound(fb)
+          attack = _attack_fn(stages[stage_index], batch_model, fn, training)
         with warnings.catch_warnings():  # auto_attack warned once, above.
           warnings.simplefilter("ignore", _checks.VacuousThreatModelWarning)
           xa = attack(xb, yb, epsilon=epsilon, p=p, clip=clip_tf, seed=sb)
@@ -622,11 +656,12 @@ def auto_attack(model, x, y=None, *, epsilon, p=_INF, version="standard", attack
           raise ValueError(f"Attack {name!r} must return x_adv shaped like x {xb.shape}. "
                            f"Received: x_adv with shape={xa.shape}")
         xa = tf.cast(xa, xb.dtype)
-        logits = logits_fn(xa)
+        logits = fn(xa)
         return xa, tf.argmax(logits, axis=-1, output_type=tf.int32), losses.margin(logits, yb)
 
       xa, pa, ma = runner.run(runner.compile(kernel), x[idx], y[idx],
-                              _common.fold_seed(base_seed, k + 1), stage.name)
+                              _common.fold_seed(base_seed, k + 1), stage.name,
+                              fixed=None if fixed is None else _slice_fixed(fixed, idx))
       valid = _verified(x[idx], xa, epsilon, p, clip)
       newly = valid & (pa != y[idx])
       keep = newly | (valid & (ma < margins[idx]))
@@ -644,4 +679,4 @@ def auto_attack(model, x, y=None, *, epsilon, p=_INF, version="standard", attack
       robust_accuracy=float(robust.mean()), robust_accuracy_by_attack=by_attack,
       broken_by=[str(b) for b in broken_by], margins=[float(m) for m in margins],
       budgets=[dict(s.budget) for s in stages], run_time_s=float(time.time() - start),
-      seed=seed, x_adv=x_adv)
+      seed=seed, x_adv=x_adv if structured is None else structured.unpack(x_adv, fixed))

@@ -11,7 +11,10 @@ from keras_opnorm import jacobian
 from keras_opnorm import logits_view
 from keras_opnorm.attacks import _common
 from keras_opnorm.attacks import pgd_attack
+from keras_opnorm.evaluation._data import _Structured
 from keras_opnorm.evaluation._data import _check_batch_size
+from keras_opnorm.evaluation._data import _is_structured_data
+from keras_opnorm.evaluation._data import _slice_fixed
 from keras_opnorm.evaluation._data import _batches
 from keras_opnorm.evaluation._data import _check_batch
 from keras_opnorm.evaluation._data import _epsilons
@@ -71,25 +74,33 @@ class _RobustKernel:
   """Compiled ``(x, y, eps) -> [batch] bool``: correct on x and every PGD restart.
 
   Built once per model (the monitor callbacks keep one across epochs); the
-  radius is a tensor argument, so a sweep over eps does not retrace.
+  radius is a tensor argument, so a sweep over eps does not retrace. With
+  ``structured`` (an `_Structured` x) the kernels take the packed ``z`` and
+  the batch's fixed inputs as a last argument.
   """
 
   def __init__(self, model, *, p, num_steps, step_size, num_restarts, loss, q,
-               clip, random_start, training, jit_compile):
+               clip, random_start, training, jit_compile, structured=None):
     fn = jacobian.as_logits_fn(model, training=training)
-    self.fn, self.clip = fn, clip
+    self.fn, self.clip, self.structured = fn, clip, structured
 
-    def predict(x):
-      return tf.argmax(fn(x), axis=-1, output_type=tf.int32)
+    def bound(fixed):
+      if fixed is None:
+        return model, fn
+      return structured.bind(fixed), structured.logits_fn(fixed)
 
-    def robust(x, y, epsilon):
-      correct = tf.equal(predict(x), y)
+    def predict(x, fixed=None):
+      return tf.argmax(bound(fixed)[1](x), axis=-1, output_type=tf.int32)
+
+    def robust(x, y, epsilon, fixed=None):
+      batch_model = bound(fixed)[0]
+      correct = tf.equal(predict(x, fixed), y)
       for _ in range(num_restarts):
         x_adv = pgd_attack(
-            model, x, y, epsilon=epsilon, p=p, num_steps=num_steps,
+            batch_model, x, y, epsilon=epsilon, p=p, num_steps=num_steps,
             step_size=step_size, random_start=random_start, loss=loss, q=q,
             clip=clip, training=training)
-        correct = tf.logical_and(correct, tf.equal(predict(x_adv), y))
+        correct = tf.logical_and(correct, tf.equal(predict(x_adv, fixed), y))
       return correct
 
     self.predict = tf.function(predict, jit_compile=jit_compile)
@@ -99,10 +110,16 @@ class _RobustKernel:
     """Per-example correctness: (clean [n], robust [n_eps, n]) numpy bools."""
     eps_tensors = [tf.constant(e, tf.float32) for e in epsilons]
     clean, robust = [], []
-    for xb, yb, count in _batches(x, y, batch_size, need_y=True):
-      _check_batch(xb, yb, self.clip, self.fn)
-      clean_b = (self.predict(xb).numpy() == yb.numpy())[:count]
-      per_eps = [clean_b if e == 0.0 else self.robust(xb, yb, et).numpy()[:count]
+    if self.structured is None:
+      batches = ((xb, yb, count, ()) for xb, yb, count in _batches(x, y, batch_size, need_y=True))
+    else:
+      batches = ((zb, yb, count, (fb,)) for zb, yb, count, fb in
+                 self.structured.batches(batch_size, need_y=True))
+    for xb, yb, count, fixed in batches:
+      fn = self.fn if not fixed else self.structured.logits_fn(_slice_fixed(fixed[0], slice(0, 1)))
+      _check_batch(xb, yb, self.clip, fn)
+      clean_b = (self.predict(xb, *fixed).numpy() == yb.numpy())[:count]
+      per_eps = [clean_b if e == 0.0 else self.robust(xb, yb, et, *fixed).numpy()[:count]
                  for e, et in zip(epsilons, eps_tensors)]
       clean.append(clean_b)
       robust.append(np.stack(per_eps, axis=0))
@@ -125,7 +142,7 @@ def _curve_from_correct(clean, robust, epsilons):
   return accuracies
 
 
-@logits_view.accepts_views(supported=False)
+@logits_view.accepts_views(batches_itself=True)
 def robust_accuracy(model, x, y=None, *, epsilons, p=_INF, num_steps=20, step_size=None,
                     num_restarts=1, loss="crossentropy", q=2, clip=None,
                     random_start=True, batch_size=256, training=False,
@@ -176,13 +193,16 @@ def robust_accuracy(model, x, y=None, *, epsilons, p=_INF, num_steps=20, step_si
   batch_size = _check_batch_size(batch_size)
   if step_size is not None:
     step_size = _checks.positive_float(step_size, "step_size")
-  if clip is not None and not isinstance(x, tf.data.Dataset):
+  structured = _Structured(model, x, y, training) if _is_structured_data(x) else None
+  if clip is not None and (structured is not None or not isinstance(x, tf.data.Dataset)):
+    example_shape = np.shape(x)[1:] if structured is None else (structured.num_inputs,)
     _common.warn_if_vacuous(max(epsilons), p, _common._clip_range(clip),  # pylint: disable=protected-access
-                            np.shape(x)[1:], "robust_accuracy")
+                            example_shape, "robust_accuracy")
   kernel = _RobustKernel(
       model, p=p, num_steps=num_steps, step_size=step_size,
       num_restarts=num_restarts, loss=loss, q=q, clip=clip,
-      random_start=random_start, training=training, jit_compile=jit_compile)
+      random_start=random_start, training=training, jit_compile=jit_compile,
+      structured=structured)
   clean, robust = kernel.run(x, y, epsilons, batch_size)
   accuracies = _curve_from_correct(clean, robust, epsilons)
   return RobustAccuracyCurve(
@@ -245,7 +265,7 @@ class RobustRadii(_Result):
         num_steps=self.num_steps, num_restarts=1, loss=self.attack)
 
 
-@logits_view.accepts_views(supported=False)
+@logits_view.accepts_views(batches_itself=True)
 def robust_radii(model, x, y=None, *, p=_INF, num_steps=100, num_targets=9, clip=None,
                  batch_size=256, seed=0, training=False, jit_compile=False):
   """Per-example robust radii by the fast minimum-norm attack (FMN).
@@ -294,22 +314,32 @@ def robust_radii(model, x, y=None, *, p=_INF, num_steps=100, num_targets=9, clip
   batch_size = _check_batch_size(batch_size)
   base_seed = _common.seed_tensor(seed)
   fn = jacobian.as_logits_fn(model, training=training)
+  structured = _Structured(model, x, y, training) if _is_structured_data(x) else None
 
-  def kernel(xb, yb, batch_seed):
-    d = fn(xb[:1]).shape[-1]
+  def kernel(xb, yb, batch_seed, fixed=None):
+    batch_model, fn_b = model, fn
+    if fixed is not None:  # A structured x: xb is z, the batch's fixed inputs bound.
+      batch_model, fn_b = structured.bind(fixed), structured.logits_fn(fixed)
+    d = (fn(xb[:1]) if fixed is None else fn_b(xb)).shape[-1]
     targets = num_targets if d is None else min(num_targets, d - 1)
-    x_adv = min_norm.fmn_attack(model, xb, yb, p=p, num_steps=num_steps, clip=clip,
+    x_adv = min_norm.fmn_attack(batch_model, xb, yb, p=p, num_steps=num_steps, clip=clip,
                                 seed=batch_seed, training=training, targeted=targets > 1,
                                 num_targets=max(targets, 1))
-    correct = tf.equal(tf.argmax(fn(xb), axis=-1, output_type=tf.int32), yb)
-    radius = min_norm.minimal_perturbation_norms(model, xb, yb, x_adv, p=p)
+    correct = tf.equal(tf.argmax(fn_b(xb), axis=-1, output_type=tf.int32), yb)
+    radius = min_norm.minimal_perturbation_norms(batch_model, xb, yb, x_adv, p=p)
     return correct, radius
 
   compiled = tf.function(kernel, jit_compile=jit_compile)
   correct, radii = [], []
-  for i, (xb, yb, count) in enumerate(_batches(x, y, batch_size, need_y=True)):
-    _check_batch(xb, yb, clip, fn)
-    c, r = compiled(xb, yb, _common.fold_seed(base_seed, i))
+  if structured is None:
+    batches = ((xb, yb, count, ()) for xb, yb, count in _batches(x, y, batch_size, need_y=True))
+  else:
+    batches = ((zb, yb, count, (fb,)) for zb, yb, count, fb in
+               structured.batches(batch_size, need_y=True))
+  for i, (xb, yb, count, fixed) in enumerate(batches):
+    _check_batch(xb, yb, clip, fn if not fixed else
+                 structured.logits_fn(_slice_fixed(fixed[0], slice(0, 1))))
+    c, r = compiled(xb, yb, _common.fold_seed(base_seed, i), *fixed)
     correct.append(c.numpy()[:count])
     radii.append(r.numpy()[:count])
   correct = np.concatenate(correct)
