@@ -54,6 +54,10 @@ class OperatorNormRegularizer(keras.layers.Layer):
     num_iters: power iterations per step. Defaults to `10`.
     form: ``'sum_of_squares'`` or ``'jacobian'``. Defaults to
       `'sum_of_squares'`.
+    direction: ``'power'``, ``'exact'`` (the closed form on the exact
+      Jacobian of ``g``) or ``'auto'`` (by cost); see
+      `keras_opnorm.objectives.OperatorNormRegularization`. Defaults to
+      `'power'`.
     power_training: the ``training`` flag of the power iterations. Defaults
       to `False`.
     forward_training: the ``training`` flag of the penalty's forward pass.
@@ -91,6 +95,7 @@ class OperatorNormRegularizer(keras.layers.Layer):
                weight=2e-2,
                num_iters=10,
                form="sum_of_squares",
+               direction="power",
                power_training=False,
                forward_training=True,
                update_batch_stats=False,
@@ -107,7 +112,7 @@ class OperatorNormRegularizer(keras.layers.Layer):
     self.layer = layer
     self.objective = objectives.OperatorNormRegularization(
         epsilon=epsilon, p=p, q=q, weight=weight, num_iters=num_iters, form=form,
-        power_training=power_training, forward_training=forward_training,
+        direction=direction, power_training=power_training, forward_training=forward_training,
         update_batch_stats=update_batch_stats, jvp_mode=jvp_mode,
         from_logits=from_logits, name=f"{self.name}_opnorm")
     self._objective_config = self.objective.get_config()
