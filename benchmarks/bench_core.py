@@ -14,12 +14,22 @@ Measures, in one process, on the same model and batch:
 * both against one clean forward + backward pass with respect to the weights
   (the unit of cost);
 
-with XLA off and on. The library, the reference and the clean step are run
-interleaved (``A B C, C B A, ...``; see `benchmarks._timing`), each sample
-lasting about ``--min_sample_ms``; the table gives the medians over
-``--repeats`` samples, the ratio of the medians (library / reference) and
-the interquartile range of the per-repeat ratios. Tracing and compilation
-are excluded (warm-up calls). Never asserted: these machines are noisy.
+with XLA off and on. The library runs two ways: inside a ``tf.function``
+(``lib``) and, with XLA off, called directly from eager code (``eager``: the
+README's call, which runs through the library's cached internal
+``tf.function``, `keras_opnorm._compiled`). The library, the eager call, the
+reference and the clean step are run interleaved (``A B C D, D C B A, ...``;
+see `benchmarks._timing`), each sample lasting about ``--min_sample_ms``; the
+table gives the medians over ``--repeats`` samples, the ratios of the
+medians (library / reference, eager / reference) and the interquartile range
+of the per-repeat ratios. Tracing and compilation are excluded from these
+(warm-up calls) and reported apart: the first call (trace + one run, in ms)
+of the eager direct call, of a fresh ``tf.function`` around the library, and
+of a fresh ``tf.function`` around the library's undecorated code converted
+by AutoGraph (what the first trace cost before the library's graph-building
+code was marked ``do_not_convert``; AutoGraph caches a conversion, so that
+column is the full cost only in the first row of each function). Never
+asserted: these machines are noisy.
 
 Usage::
 
@@ -29,6 +39,9 @@ Usage::
 
 from absl import app
 from absl import flags
+import inspect
+import time
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -135,6 +148,13 @@ def clean_step(model):
   return run
 
 
+def first_call_ms(fn, *args):
+  """Milliseconds of ``fn(*args)``'s first call (trace + one run)."""
+  start = time.perf_counter()
+  _timing.blocking(fn, *args)()
+  return 1e3 * (time.perf_counter() - start)
+
+
 def main(argv):
   del argv
   _timing.set_threads(_THREADS.value)
@@ -154,34 +174,60 @@ def main(argv):
     compile_ = lambda f: tf.function(f, jit_compile=jit)  # pylint: disable=cell-var-from-loop
     clean = _timing.blocking(compile_(clean_step(model)), x, y)
     cases = []
+    raw_norm = inspect.unwrap(keras_opnorm.operator_norm)
+    raw_pgd = inspect.unwrap(keras_opnorm.pgd_attack)
     for p in ("2", "inf"):
-      lib = compile_(lambda x, v0, p=p: keras_opnorm.operator_norm(
-          model, x, float(p), 2, method="power", num_iters=k, v0=v0).norm)
-      ref = compile_(reference_power(model, k, p))
-      cases.append((f"operator_norm ({p},2), K={k}",
-                    _timing.blocking(lib, x, v0), _timing.blocking(ref, x, v0)))
+      call = lambda x, v0, p=p, fn=keras_opnorm.operator_norm: fn(
+          model, x, float(p), 2, method="power", num_iters=k, v0=v0).norm
+      cases.append((f"operator_norm ({p},2), K={k}", call,
+                    lambda x, v0, p=p: raw_norm(model, x, float(p), 2, method="power",
+                                                num_iters=k, v0=v0).norm,
+                    reference_power(model, k, p), (x, v0)))
+    args = (x, y)
     for p in ("inf", "2"):
-      lib = compile_(lambda x, y, p=p: keras_opnorm.pgd_attack(
+      call = lambda x, y, p=p, fn=keras_opnorm.pgd_attack: fn(
           model, x, y, epsilon=eps[p], p=float(p), num_steps=k,
-          random_start=False, loss="crossentropy"))
-      ref = compile_(reference_pgd(model, k, eps[p], p))
-      cases.append((f"pgd_attack l{p}, K={k}",
-                    _timing.blocking(lib, x, y), _timing.blocking(ref, x, y)))
-    for name, lib, ref in cases:
-      times = _timing.interleave({"lib": lib, "ref": ref, "clean": clean}, **timing)
+          random_start=False, loss="crossentropy")
+      cases.append((f"pgd_attack l{p}, K={k}", call,
+                    lambda x, y, p=p: raw_pgd(model, x, y, epsilon=eps[p], p=float(p),
+                                              num_steps=k, random_start=False,
+                                              loss="crossentropy"),
+                    reference_pgd(model, k, eps[p], p), args))
+    for name, call, raw, reference, args in cases:
+      lib, ref = compile_(call), compile_(reference)
+      first = {}
+      if not jit:
+        first["autograph"] = first_call_ms(tf.function(raw), *args)
+      first["lib"] = first_call_ms(lib, *args)
+      fns = {"lib": _timing.blocking(lib, *args), "ref": _timing.blocking(ref, *args),
+             "clean": clean}
+      if not jit:
+        first["eager"] = first_call_ms(call, *args)
+        fns["eager"] = _timing.blocking(call, *args)
+      times = _timing.interleave(fns, **timing)
       vs_ref = _timing.compare(times, "lib", "ref")
       vs_clean = _timing.compare(times, "lib", "clean")
-      rows.append((xla, name, vs_ref, vs_clean))
+      eager = _timing.compare(times, "eager", "ref") if not jit else None
+      rows.append((xla, name, vs_ref, vs_clean, eager, first))
       print(f"  measured: XLA {xla}, {name}", flush=True)
 
   print(f"\nmodel={_MODEL.value} batch={_BATCH.value} K={k} threads={_THREADS.value or 'default'} ({_REPEATS.value} "
         f"interleaved samples; ratio = median library / median reference; "
         f"IQR = quartiles of the per-sample ratios)")
-  print("| XLA | computation | library ms | reference ms | ratio | ratio IQR | x clean step |")
-  print("|---|---|---|---|---|---|---|")
-  for xla, name, vs_ref, vs_clean in rows:
+  print("| XLA | computation | library ms | reference ms | ratio | ratio IQR | x clean step "
+        "| eager ms | eager ratio | eager IQR | first call ms: eager / tf.function / "
+        "AutoGraph-converted |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|")
+  for xla, name, vs_ref, vs_clean, eager, first in rows:
+    if eager is None:
+      eager_cols = "n/a | n/a | n/a"
+      first_col = f"n/a / {first['lib']:.0f} / n/a"
+    else:
+      eager_cols = f"{1e3 * eager.median_a:.2f} | {eager.ratio:.2f} | {eager.spread}"
+      first_col = f"{first['eager']:.0f} / {first['lib']:.0f} / {first['autograph']:.0f}"
     print(f"| {xla} | {name} | {1e3 * vs_ref.median_a:.2f} | {1e3 * vs_ref.median_b:.2f} | "
-          f"{vs_ref.ratio:.2f} | {vs_ref.spread} | {vs_clean.ratio:.1f} |")
+          f"{vs_ref.ratio:.2f} | {vs_ref.spread} | {vs_clean.ratio:.1f} | {eager_cols} | "
+          f"{first_col} |")
 
 
 if __name__ == "__main__":

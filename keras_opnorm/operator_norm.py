@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_opnorm import _checks
+from keras_opnorm import _compiled
 from keras_opnorm import _cost
 from keras_opnorm import _jacobian_matrix
 from keras_opnorm import jacobian
@@ -415,6 +416,8 @@ def power_method(fn, x, v, p, q, *, num_iters, tol=None, jvp_mode="forward"):
   return v
 
 
+@_compiled.compiled_when_eager(tensor_args=("x", "v0"))
+@tf.autograph.experimental.do_not_convert
 @logits_view.accepts_views(returns="v", like_x=("v0",))
 def operator_norm(f, x, p=2, q=2, *, num_iters=20, num_restarts=1, method="auto",
                   v0=None, training=False, jvp_mode="forward", tol=None,

@@ -14,6 +14,7 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from keras_opnorm import _checks
+from keras_opnorm import _compiled
 from keras_opnorm import _jacobian_matrix
 from keras_opnorm import jacobian
 from keras_opnorm import logits_view
@@ -92,6 +93,8 @@ def subspace_iteration(fn, x, basis, *, num_iters, jvp_mode="forward"):
   return s, left, tf.linalg.matmul(basis, tf.cast(small_right, basis.dtype))
 
 
+@_compiled.compiled_when_eager(tensor_args=("x", "v0"))
+@tf.autograph.experimental.do_not_convert
 @logits_view.accepts_views(returns="vectors", like_x=("v0",))
 def singular_values(f, x, k=1, *, num_iters=20, method="auto", training=False, v0=None,
                     jvp_mode="forward", exact_max_dim=256, seed=None):

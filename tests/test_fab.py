@@ -306,11 +306,15 @@ class FabAttackTest(tf.test.TestCase, parameterized.TestCase):
       return linear(x)
 
     x = rng.normal(size=(5, 4)).astype(np.float32)
-    fab_attack(f, x, p=2, targeted=False, num_steps=50, epsilon=100.0)
-    self.assertLen(calls, 14)
-    del calls[:]
-    fab_attack(f, x, p=2, targeted=False, num_steps=50)
-    self.assertGreater(len(calls), 100)
+    tf.config.run_functions_eagerly(True)  # Uncompiled, so each step calls f.
+    try:
+      fab_attack(f, x, p=2, targeted=False, num_steps=50, epsilon=100.0)
+      self.assertLen(calls, 14)
+      del calls[:]
+      fab_attack(f, x, p=2, targeted=False, num_steps=50)
+      self.assertGreater(len(calls), 100)
+    finally:
+      tf.config.run_functions_eagerly(False)
 
   def test_already_misclassified_and_labels(self):
     # A wrong label makes the clean point adversarial at distance 0: it is

@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_opnorm import _checks
+from keras_opnorm import _compiled
 from keras_opnorm import jacobian
 from keras_opnorm import logits_view
 from keras_opnorm import norms
@@ -485,6 +486,9 @@ def _apgd_run(s, value_and_grad, momentum, seed):
 # ----------------------------------------------------------------------------
 
 
+@_compiled.compiled_when_eager(
+    tensor_args=("x", "y", "epsilon", "clip"), seed_args=("seed",),
+    eager_checks=_compiled.vacuous_check("apgd_attack"))
 @tf.autograph.experimental.do_not_convert
 @logits_view.accepts_views(returns="x")
 def apgd_attack(f,
@@ -628,6 +632,9 @@ def apgd_attack(f,
   return tf.cast(x_adv, s.in_dtype)
 
 
+@_compiled.compiled_when_eager(
+    tensor_args=("x", "y", "epsilon", "clip"), seed_args=("seed",),
+    eager_checks=_compiled.vacuous_check("apgd_targeted_attack"))
 @tf.autograph.experimental.do_not_convert
 @logits_view.accepts_views(returns="x")
 def apgd_targeted_attack(f,

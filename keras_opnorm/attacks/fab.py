@@ -42,6 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_opnorm import _checks
+from keras_opnorm import _compiled
 from keras_opnorm import jacobian
 from keras_opnorm import logits_view
 from keras_opnorm import norms
@@ -286,6 +287,9 @@ def _random_sphere_direction(shape, p, seed, dtype):
   return norms.normalize(t, p)
 
 
+@_compiled.compiled_when_eager(
+    tensor_args=("x", "y", "epsilon", "clip"), seed_args=("seed",),
+    eager_checks=_compiled.vacuous_check("fab_attack"))
 @tf.autograph.experimental.do_not_convert
 @logits_view.accepts_views(returns="x")
 def fab_attack(f,

@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_opnorm import _checks
+from keras_opnorm import _compiled
 from keras_opnorm import jacobian
 from keras_opnorm import logits_view
 from keras_opnorm import norms
@@ -102,6 +103,8 @@ def _like_x(t, x, name):
 # ----------------------------------------------------------------------------
 
 
+@_compiled.compiled_when_eager(
+    tensor_args=("x", "y", "starting_points", "clip"), seed_args=("seed",))
 @tf.autograph.experimental.do_not_convert
 @logits_view.accepts_views(returns="x")
 def fmn_attack(f,

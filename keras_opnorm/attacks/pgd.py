@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_opnorm import _checks
+from keras_opnorm import _compiled
 from keras_opnorm import jacobian
 from keras_opnorm import logits_view
 from keras_opnorm import norms
@@ -56,6 +57,10 @@ _DEFAULT_L1_SPARSITY = 0.95
 # ----------------------------------------------------------------------------
 
 
+@_compiled.compiled_when_eager(
+    tensor_args=("x", "y", "epsilon", "step_size", "clip", "delta0"),
+    eager_checks=_compiled.vacuous_check("pgd_attack"))
+@tf.autograph.experimental.do_not_convert
 @logits_view.accepts_views(returns="x", like_x=("delta0",))
 def pgd_attack(f,
                x,
