@@ -42,6 +42,16 @@ power method on ``J_f(x)``, the objectives. Real models are wider than that:
   the fixed inputs passed through unchanged; directions (power-method
   vectors, singular vectors) contain the perturbed inputs only (``None`` at a
   fixed position of a list, no key in a dict).
+* **Evaluation over a data set.** The functions that walk ``x`` in batches
+  (`auto_attack`, `robust_accuracy`, `robust_radii`,
+  `gradient_masking_checks`, the spectrum and alignment functions) take
+  structured arrays or a ``tf.data.Dataset`` of ``(structured x, y)``: every
+  batch carries its packed ``z`` and its fixed inputs, and each compiled
+  kernel binds that batch's fixed inputs (`LogitsView.bind_fixed`), traced
+  once for all batches. ``clip`` and the verification ``||x_adv - x||_p <=
+  eps`` apply to ``z`` (the joint ball); ``auto_attack``'s ``x_adv`` comes
+  back in the structure of ``x``. `square_attack` perturbs one input (its
+  windows need one image): it runs on that input in its own shape.
 
 Every public function that takes a model accepts a `LogitsView` in its place;
 the objectives (and so the callbacks, `RobustModel` and the layer) take the
@@ -640,9 +650,12 @@ def accepts_views(*, returns=None, like_x=(), supported=True, batches_itself=Fal
         raise NotImplementedError(
             f"`{func.__name__}` does not support models with several inputs yet: "
             f"`{x_name}` must be a single tensor. Dict/list inputs are supported by "
-            f"pgd_attack, apgd_attack, apgd_targeted_attack, fab_attack, fmn_attack, "
-            f"operator_norm, singular_values and the objectives (fit). Received: "
-            f"{x_name} of type {type(x).__name__}")
+            f"the attacks (pgd, apgd, apgd_targeted, fab, fmn, square with one "
+            f"perturbed input), operator_norm, singular_values, the evaluation "
+            f"functions (auto_attack, robust_accuracy, robust_radii, "
+            f"gradient_masking_checks, mean_operator_norm, spectrum, alignment, "
+            f"alignment_vs_epsilon, margin_alignment) and the objectives (fit). "
+            f"Received: {x_name} of type {type(x).__name__}")
       view = as_view(bound.arguments[f_name])
       fn, z, packing = view.bind(x, name=x_name)
       bound.arguments[f_name] = fn

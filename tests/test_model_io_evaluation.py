@@ -20,7 +20,13 @@ import numpy as np
 import tensorflow as tf
 
 import keras_opnorm
+from keras_opnorm.evaluation import alignment
+from keras_opnorm.evaluation import alignment_vs_epsilon
 from keras_opnorm.evaluation import auto_attack
+from keras_opnorm.evaluation import margin_alignment
+from keras_opnorm.evaluation import mean_operator_norm
+from keras_opnorm.evaluation import spectrum
+from keras_opnorm.evaluation import gradient_masking_checks
 from keras_opnorm.evaluation import robust_accuracy
 from keras_opnorm.evaluation import robust_radii
 from keras_opnorm.evaluation import _data
@@ -132,7 +138,8 @@ class AutoAttackMultiInputTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_dataset_and_arrays_give_the_same_result(self):
     model, x, y, _ = _problem(_INF, 0.25, n=14)
-    kw = dict(epsilon=0.25, version="fast", batch_size=8, verbose=0)
+    kw = dict(epsilon=0.25, version="custom", attacks=[("apgd-ce", {"num_steps": 10})],
+              batch_size=8, verbose=0)
     arrays = auto_attack(model, x, y, **kw)
     ds = tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, CLASSES))).batch(5)
     data = auto_attack(model, ds, **kw)
@@ -207,6 +214,138 @@ class RobustRadiiMultiInputTest(tf.test.TestCase):
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(5)
     self.assertAllClose(robust_radii(model, ds, p=2.0, num_steps=50, num_targets=3).radii,
                         dist, rtol=1e-3, atol=1e-5)
+
+
+
+class GradientMaskingChecksMultiInputTest(tf.test.TestCase):
+
+  def test_checks_pass_and_match_the_closed_form(self):
+    # A linear model masks nothing: every check passes, the gradient attacks'
+    # accuracy at eps is the closed form and no gradient is zero.
+    model, x, y, dist = _problem(2.0, 0.5, n=8)
+    report = gradient_masking_checks(model, x, y, epsilon=0.5, p=2.0, clip=_CLIP,
+                                     epsilon_factors=(1.0,), num_steps=10, num_targets=2,
+                                     strong_steps_factor=2, strong_restarts=1, num_queries=10,
+                                     batch_size=8)
+    self.assertTrue(report.passed)
+    self.assertEqual(report.num_examples, 8)
+    monotonic = report.check("monotonic").values
+    self.assertAllClose(monotonic["accuracies"][0], (dist > 0.5).mean())
+    self.assertAllClose(monotonic["clean_accuracy"], (dist > 0).mean())
+    self.assertEqual(report.check("zero_gradients").values["share"], 0.0)
+    self.assertFalse(report.check("gradient_free").skipped)
+
+
+
+class SpectrumAndAlignmentMultiInputTest(tf.test.TestCase):
+  """The Jacobian with respect to a is W^T at every point, whatever the ids."""
+
+  def test_operator_norm_and_spectrum(self):
+    model, x, _, _ = _problem(2.0, 0.5, n=7)
+    w, _ = _weights()
+    sigma = np.linalg.svd(w, compute_uv=False)
+    self.assertAllClose(mean_operator_norm(model, x, 2, 2, batch_size=3), sigma[0], rtol=1e-4)
+    result = spectrum(model, x, k=3, batch_size=3)
+    self.assertAllClose(result.values, np.tile(sigma[:3], (7, 1)), rtol=1e-4)
+    # Centered logits: the Jacobian P W^T, P = I - 1 1^T / d.
+    centered = np.eye(CLASSES) - np.ones((CLASSES, CLASSES)) / CLASSES
+    sigma_c = np.linalg.svd(centered @ w.T, compute_uv=False)
+    ds = tf.data.Dataset.from_tensor_slices(x).batch(4)
+    self.assertAllClose(spectrum(model, ds, k=2, centered=True).mean, sigma_c[:2], rtol=1e-4)
+
+  def test_alignment_closed_forms(self):
+    model, x, y, _ = _problem(2.0, 0.5, n=6)
+    w, e = _weights()
+    sigma = np.linalg.svd(w, compute_uv=False)
+    r = alignment(model, x, y, epsilon=0.5, loss="logit", k=2, num_steps=30, step_size=10.0,
+                  batch_size=4)
+    self.assertAllClose(r.singular_values, sigma[:2], rtol=1e-4)
+    self.assertAllClose(r.random_expected, keras_opnorm.evaluation.expected_random_alignment(DIM))
+    # With a large step, each l2-logit PGD step of a linear map is a (2,2)
+    # power iteration (ratio (sigma_2 / sigma_1)^2 per step): cos_1 -> 1.
+    self.assertGreater(r.rank1, 0.99)
+    curve = alignment_vs_epsilon(model, x, y, epsilons=[0.25, 0.5], loss="logit",
+                                 num_steps=30, step_size=10.0)
+    self.assertAllGreater(curve.mean, 0.99)
+
+  def test_margin_alignment_output_direction(self):
+    # u_margin = |<u_1, e>| with u_1 the top left singular vector of W^T and
+    # e = (e_j - e_y) / sqrt(2), j the strongest wrong class.
+    model, x, y, _ = _problem(2.0, 0.5, n=6, num_flipped=0)
+    w, e = _weights()
+    u1 = np.linalg.svd(w.T)[0][:, 0]
+    z = x["a"].astype(np.float64) @ w + e[x["ids"][:, 0]]
+    wrong = np.argmax(np.where(np.eye(CLASSES)[y] > 0, -np.inf, z), axis=-1)
+    direction = (np.eye(CLASSES)[wrong] - np.eye(CLASSES)[y]) / np.sqrt(2.0)
+    r = margin_alignment(model, x, y, epsilon=0.5, num_steps=2, num_iters=5, batch_size=4)
+    self.assertAllEqual(r.wrong_class, wrong)
+    self.assertAllClose(r.u_margin_values, np.abs(direction @ u1), atol=1e-4)
+
+
+
+def _image_problem(n=6, seed=0):
+  """{'img': [n, 4, 4, 1] float in [0, 1], 'ids': [n, 1] int} -> flatten(img) W + E[ids]."""
+  rng = np.random.default_rng(seed)
+  w = rng.normal(size=(16, CLASSES)).astype(np.float32)
+  e = rng.normal(size=(VOCAB, CLASSES)).astype(np.float32)
+  img = keras.Input((4, 4, 1), name="img")
+  ids = keras.Input((1,), dtype="int32", name="ids")
+  dense = keras.layers.Dense(CLASSES, use_bias=False)
+  dense.build((None, 16))
+  dense.set_weights([w])
+  embedding = keras.layers.Embedding(VOCAB, CLASSES)
+  embedding.build((None, 1))
+  embedding.set_weights([e])
+  logits = keras.layers.Add()([dense(keras.layers.Flatten()(img)),
+                               keras.layers.Flatten()(embedding(ids))])
+  model = keras.Model({"img": img, "ids": ids}, logits)
+  x = {"img": rng.uniform(0.2, 0.8, (n, 4, 4, 1)).astype(np.float32),
+       "ids": rng.integers(0, VOCAB, (n, 1)).astype(np.int32)}
+  y = np.argmax(x["img"].reshape(n, -1) @ w + e[x["ids"][:, 0]], axis=-1).astype(np.int32)
+
+  def image_only(t):  # The same logits as a function of the image alone (ids fixed).
+    return tf.matmul(tf.reshape(t, [tf.shape(t)[0], -1]), w) + tf.gather(e, x["ids"][:, 0])
+
+  return model, x, y, image_only
+
+
+class SquareMultiInputTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.parameters(_INF, 2.0)
+  def test_runs_on_the_image_in_its_own_shape(self, p):
+    # Square on {'img', 'ids'} is Square on the image (its windows are 4 x 4
+    # grid squares) of the model with the ids fixed: the same seed gives the
+    # same points. l-inf: every entry of delta is +-eps (no clip binds).
+    model, x, y, image_only = _image_problem()
+    eps = {2.0: 0.5, _INF: 0.1}[p]
+    kw = dict(epsilon=eps, p=p, num_queries=30, seed=1)
+    got = keras_opnorm.attacks.square_attack(model, x, y, **kw)
+    self.assertEqual(set(got), {"img", "ids"})
+    self.assertAllEqual(got["ids"], x["ids"])
+    self.assertEqual(got["img"].shape, x["img"].shape)
+    self.assertAllClose(got["img"], keras_opnorm.attacks.square_attack(image_only, x["img"], y, **kw),
+                        atol=1e-6)
+    delta = got["img"].numpy() - x["img"]
+    self.assertAllLessEqual(_lp(delta, p), eps * (1 + 1e-5))
+    if math.isinf(p):
+      self.assertAllClose(np.abs(delta), np.full(delta.shape, eps), atol=1e-6)
+
+  def test_auto_attack_square_stage_uses_the_image_shape(self):
+    model, x, y, image_only = _image_problem(n=5)
+    kw = dict(epsilon=0.1, version="custom", attacks=[("square", {"num_queries": 30})],
+              clip=(0.0, 1.0), batch_size=5, verbose=0)
+    got = auto_attack(model, x, y, **kw)
+    reference = auto_attack(image_only, x["img"], y, **kw)
+    self.assertAllClose(got.x_adv["img"], reference.x_adv, atol=1e-6)
+    self.assertEqual(got.broken_by, reference.broken_by)
+    self.assertAllEqual(got.x_adv["ids"], x["ids"])
+
+  def test_two_perturbed_inputs_are_a_clear_error(self):
+    model, x, y, _ = _image_problem(n=2)
+    two = dict(x, b=np.zeros((2, 3), np.float32))
+    with self.assertRaisesRegex(NotImplementedError, "one input.*`x` has 2 perturbed inputs"):
+      keras_opnorm.attacks.square_attack(lambda d: model({"img": d["img"], "ids": d["ids"]}),
+                                         two, y, epsilon=0.1, num_queries=2)
 
 
 if __name__ == "__main__":

@@ -549,7 +549,7 @@ def _square_run(s, seed, history=False):
 
 
 @tf.autograph.experimental.do_not_convert
-@logits_view.accepts_views(supported=False)
+@logits_view.accepts_views(batches_itself=True)
 def square_attack(f,
                   x,
                   y=None,
@@ -593,6 +593,13 @@ def square_attack(f,
     ``eta sigma + delta_W1 / ||delta_W1||``, plus the budget lost to
     clipping, and empties ``W2 \\ W1``, so that ``||delta_new||_2 = eps``
     (then renormalised to ``eps`` and clipped, as in the reference).
+
+  Several inputs (a dict or list ``x``, see `keras_opnorm.logits_view`):
+  exactly one input may be perturbed (Square's windows live on one image);
+  it is attacked in its own shape with the other inputs held fixed, and
+  ``x_adv`` has the structure of ``x``. The same holds for a model bound to
+  a batch's fixed inputs called on the packed ``z`` (as `auto_attack` does):
+  ``z`` is attacked in the perturbed input's shape.
 
   Inputs: images ``[b, h, w, c]`` (channels last) get ``s x s`` squares.
   Flat inputs ``[b, n]`` (tabular data, MLPs) and signals ``[b, n, c]`` live
@@ -673,6 +680,14 @@ def square_attack(f,
   >>> x_adv.numpy().tolist()  # the vertex x - eps (1, 1): margin 2 (0.5 - 1) < 0
   [[-0.25, -0.25]]
   """
+  kwargs = dict(epsilon=epsilon, p=p, num_queries=num_queries, p_init=p_init, loss=loss,
+                num_restarts=num_restarts, clip=clip, seed=seed, training=training)
+  if logits_view.is_structured(x):
+    return _square_structured(f, x, y, **kwargs)
+  if isinstance(f, logits_view._PackedModel):  # pylint: disable=protected-access
+    shaped = _square_packed(f, x, y, **kwargs)
+    if shaped is not None:
+      return shaped
   s = _Setup(f, x, y, epsilon, p, num_queries, p_init, loss, num_restarts, clip, seed,
              training)
   if s.num_restarts == 1:
@@ -693,6 +708,59 @@ def square_attack(f,
           r < s.num_restarts, tf.reduce_any(tf.logical_not(broken))),
       body, init, maximum_iterations=s.num_restarts)
   return tf.cast(x_adv, s.in_dtype)
+
+
+def _one_perturbed_input(packing, name="x"):
+  """The key of the only perturbed input of ``packing``; else a NotImplementedError."""
+  if len(packing.perturbed) != 1:
+    raise NotImplementedError(
+        f"`square_attack` perturbs one input of a model with several inputs (its square "
+        f"windows live on one image-shaped input); `{name}` has {len(packing.perturbed)} "
+        f"perturbed inputs {list(packing.perturbed)}. Name one with "
+        f"`keras_opnorm.LogitsView(model, inputs=...)`. Received: {name} of type "
+        f"{type(packing.structure).__name__}")
+  return packing.perturbed[0]
+
+
+def _square_structured(f, x, y, *, training, **kwargs):
+  """Square on the only perturbed input of a structured ``x``, in its own shape."""
+  view = logits_view.as_view(f)
+  packing = logits_view.Packing(x, view.inputs, name="x")
+  key = _one_perturbed_input(packing)
+  bound = view.bind_fixed(packing, packing.fixed)
+  image = tf.convert_to_tensor(x[key])
+
+  def fn(t):
+    return bound(tf.reshape(t, [tf.shape(t)[0], -1]), training=training)
+
+  x_adv = square_attack(fn, image, y, training=training, **kwargs)
+  return packing._assemble({key: x_adv}, lambda k: packing.fixed[k])  # pylint: disable=protected-access
+
+
+def _square_packed(f, z, y, *, clip, training, **kwargs):
+  """Square on a packed ``z`` reshaped to its only perturbed input's shape, or None.
+
+  None (attack ``z`` as a flat input) where several inputs are perturbed,
+  the input is flat already, or ``clip`` has per-coordinate bounds.
+  """
+  packing = f.packing
+  if len(packing.perturbed) != 1:
+    return None
+  shape = packing.shapes[packing.perturbed[0]]
+  z = tf.convert_to_tensor(z)
+  if len(shape) < 2 or z.shape.rank != 2:
+    return None
+  if clip is not None and any(tf.convert_to_tensor(b).shape.rank not in (0, None)
+                              and tf.convert_to_tensor(b).shape.num_elements() != 1
+                              for b in clip):
+    return None
+  image = tf.reshape(z, [tf.shape(z)[0]] + shape)
+
+  def fn(t):
+    return f(tf.reshape(t, [tf.shape(t)[0], -1]), training=training)
+
+  x_adv = square_attack(fn, image, y, clip=clip, training=training, **kwargs)
+  return tf.reshape(x_adv, tf.shape(z))
 
 
 def _expand(v, x):

@@ -271,3 +271,14 @@ class _Structured:
   def unpack(self, z, fixed):
     """Numpy arrays in the structure of ``x`` from ``z`` and the fixed inputs."""
     return self.packing.unpack_numpy(z, fixed)
+
+
+def _any_batches(x, y, batch_size, need_y, structured):
+  """``(x_batch, y_batch, count, extra)``: ``extra`` is ``()`` for a single-tensor
+  ``x`` (`_batches`), ``(fixed,)`` for a structured one (``x_batch`` is ``z``)."""
+  if structured is None:
+    for xb, yb, count in _batches(x, y, batch_size, need_y):
+      yield xb, yb, count, ()
+  else:
+    for zb, yb, count, fixed in structured.batches(batch_size, need_y):
+      yield zb, yb, count, (fixed,)

@@ -12,8 +12,10 @@ from keras_opnorm import logits_view
 from keras_opnorm import norms
 from keras_opnorm.attacks import pgd_attack
 from keras_opnorm.operator_norm import operator_norm
+from keras_opnorm.evaluation._data import _Structured
+from keras_opnorm.evaluation._data import _any_batches
 from keras_opnorm.evaluation._data import _check_batch_size
-from keras_opnorm.evaluation._data import _batches
+from keras_opnorm.evaluation._data import _is_structured_data
 from keras_opnorm.evaluation._data import _epsilons
 from keras_opnorm.evaluation._data import _single_epsilon
 from keras_opnorm.evaluation._data import _kwargs_if_set
@@ -211,18 +213,20 @@ class _AlignmentKernel:
   """
 
   def __init__(self, model, *, p, q, loss, k, num_steps, step_size, random_start,
-               clip, num_iters, centered, training, jit_compile):
+               clip, num_iters, centered, training, jit_compile, structured=None):
+    self.structured = structured
 
-    def perturbation(x, y, epsilon):
+    def perturbation(x, y, epsilon, fixed=None):
       x_adv = pgd_attack(
-          model, x, y, epsilon=epsilon, p=p, num_steps=num_steps,
-          step_size=step_size, random_start=random_start, loss=loss, q=q,
+          model if fixed is None else structured.bind(fixed), x, y, epsilon=epsilon, p=p,
+          num_steps=num_steps, step_size=step_size, random_start=random_start, loss=loss, q=q,
           clip=clip, training=training)
       return tf.cast(x_adv, tf.float32) - tf.cast(x, tf.float32)
 
     self.perturbation = tf.function(
         perturbation, jit_compile=jit_compile)
-    common = dict(k=k, num_iters=num_iters, training=training, jit_compile=jit_compile)
+    common = dict(k=k, num_iters=num_iters, training=training, jit_compile=jit_compile,
+                  structured=structured)
     self.svd = _singular_fn(model, centered=False, **common)
     self.svd_centered = _singular_fn(model, centered=True, **common) if centered else None
 
@@ -233,21 +237,22 @@ class _AlignmentKernel:
     centered = self.svd_centered is not None
     out = {"cos": [], "cos_c": [], "rand": [], "sv": [], "sv_c": [], "shift": []}
     dim = None
-    for xb, yb, count in _batches(x, y, batch_size, need_y=False):
+    for xb, yb, count, extra in _any_batches(x, y, batch_size, need_y=False,
+                                             structured=self.structured):
       dim = int(np.prod(xb.shape[1:]))
-      values, vectors, left = self.svd(xb)
+      values, vectors, left = self.svd(xb, *extra)
       vectors = vectors[:count]
       out["sv"].append(values.numpy()[:count])
       out["shift"].append(_logit_shift(left[:count]).numpy())
       r = tf.constant(rng.standard_normal((count,) + tuple(xb.shape[1:])), tf.float32)
       out["rand"].append(_abs_cosines(r, vectors).numpy())
       if centered:
-        values_c, vectors_c, _ = self.svd_centered(xb)
+        values_c, vectors_c, _ = self.svd_centered(xb, *extra)
         vectors_c = vectors_c[:count]
         out["sv_c"].append(values_c.numpy()[:count])
       cos_e, cos_c_e = [], []
       for et in eps_tensors:
-        delta = self.perturbation(xb, yb, et)[:count]
+        delta = self.perturbation(xb, yb, et, *extra)[:count]
         cos_e.append(_abs_cosines(delta, vectors).numpy())
         if centered:
           cos_c_e.append(_abs_cosines(delta, vectors_c).numpy())
@@ -277,11 +282,16 @@ class _MarginKernel:
   """
 
   def __init__(self, model, *, p, q, num_steps, step_size, random_start, clip,
-               num_iters, training, jit_compile):
-    fn = jacobian.as_logits_fn(model, training=training)
+               num_iters, training, jit_compile, structured=None):
+    logits_fn = jacobian.as_logits_fn(model, training=training)
     opnorm_kwargs = _kwargs_if_set(num_iters=num_iters)
+    self.structured = structured
 
-    def measures(x, y, epsilon):
+    def measures(x, y, epsilon, fixed=None):
+      fn, batch_model = logits_fn, model
+      if fixed is not None:
+        batch_model = structured.bind(fixed)
+        fn = structured.logits_fn(fixed)
       result = operator_norm(fn, x, p, q, **opnorm_kwargs)
       e, wrong = _margin_output_direction(fn(x), y)
       _, g = jacobian.vjp(fn, x, e)
@@ -289,9 +299,9 @@ class _MarginKernel:
       attack = dict(epsilon=epsilon, p=p, num_steps=num_steps, step_size=step_size,
                     random_start=random_start, clip=clip, training=training)
       x32 = tf.cast(x, tf.float32)
-      delta_ce = tf.cast(pgd_attack(model, x, y, loss="crossentropy", **attack),
+      delta_ce = tf.cast(pgd_attack(batch_model, x, y, loss="crossentropy", **attack),
                          tf.float32) - x32
-      delta_lq = tf.cast(pgd_attack(model, x, y, loss="logit", q=q, **attack),
+      delta_lq = tf.cast(pgd_attack(batch_model, x, y, loss="logit", q=q, **attack),
                          tf.float32) - x32
       return {
           "ce_v": _abs_cos(delta_ce, result.v),
@@ -308,8 +318,9 @@ class _MarginKernel:
     """Per-example measures: a dict of numpy arrays ``[n]``."""
     eps = tf.constant(epsilon, tf.float32)
     parts = []
-    for xb, yb, count in _batches(x, y, batch_size, need_y=True):
-      out = self.measures(xb, yb, eps)
+    for xb, yb, count, extra in _any_batches(x, y, batch_size, need_y=True,
+                                             structured=self.structured):
+      out = self.measures(xb, yb, eps, *extra)
       parts.append({k: v.numpy()[:count] for k, v in out.items()})
     return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
 
@@ -358,11 +369,12 @@ def _alignment_core(model, x, y, *, epsilons, p, q, loss, k, num_steps, step_siz
       num_steps=_checks.positive_int(num_steps, "num_steps"),
       step_size=None if step_size is None else _checks.positive_float(step_size, "step_size"),
       random_start=bool(random_start), clip=clip, num_iters=num_iters,
-      centered=bool(centered), training=training, jit_compile=jit_compile)
+      centered=bool(centered), training=training, jit_compile=jit_compile,
+      structured=_Structured(model, x, y, training) if _is_structured_data(x) else None)
   return kernel.run(x, y, epsilons, _check_batch_size(batch_size), seed)
 
 
-@logits_view.accepts_views(supported=False)
+@logits_view.accepts_views(batches_itself=True)
 def alignment(model, x, y=None, *, epsilon, p=2, q=2, loss="crossentropy", k=10,
               num_steps=20, step_size=None, random_start=True, clip=None,
               num_iters=None, centered=False, batch_size=256, training=False,
@@ -443,7 +455,7 @@ def alignment(model, x, y=None, *, epsilon, p=2, q=2, loss="crossentropy", k=10,
       centered=bool(centered), cosines=cos.tolist(), **kwargs)
 
 
-@logits_view.accepts_views(supported=False)
+@logits_view.accepts_views(batches_itself=True)
 def alignment_vs_epsilon(model, x, y=None, *, epsilons, p=2, q=2, loss="crossentropy",
                          num_steps=20, step_size=None, random_start=True, clip=None,
                          num_iters=None, centered=False, batch_size=256,
@@ -458,6 +470,8 @@ def alignment_vs_epsilon(model, x, y=None, *, epsilons, p=2, q=2, loss="crossent
   Args:
     model: a Keras model or a callable ``x -> logits``.
     x: inputs ``[n, ...]`` or a finite batched ``tf.data.Dataset``.
+      A dict/list of inputs (or a dataset of them) for a model with several
+      inputs: the perturbed inputs, packed (`keras_opnorm.logits_view`).
     y: labels for the attack, or ``None`` (the model's predictions).
       Defaults to `None`.
     epsilons: a sequence of radii (> 0).
@@ -503,7 +517,7 @@ def alignment_vs_epsilon(model, x, y=None, *, epsilons, p=2, q=2, loss="crossent
       num_examples=int(cos.shape[1]), centered=bool(centered), **kwargs)
 
 
-@logits_view.accepts_views(supported=False)
+@logits_view.accepts_views(batches_itself=True)
 def margin_alignment(model, x, y=None, *, epsilon, p=2, q=2, num_steps=20, step_size=None,
                      random_start=True, clip=None, num_iters=None, batch_size=256,
                      training=False, jit_compile=False):
@@ -623,7 +637,8 @@ def margin_alignment(model, x, y=None, *, epsilon, p=2, q=2, num_steps=20, step_
   kernel = _MarginKernel(
       model, p=p, q=q, num_steps=num_steps, step_size=step_size,
       random_start=bool(random_start), clip=clip, num_iters=num_iters, training=training,
-      jit_compile=jit_compile)
+      jit_compile=jit_compile,
+      structured=_Structured(model, x, y, training) if _is_structured_data(x) else None)
   values = kernel.run(x, y, epsilon, batch_size)
   names = MarginAlignmentResult._MEASURES  # pylint: disable=protected-access
   return MarginAlignmentResult(

@@ -290,7 +290,8 @@ class AutoAttackResult(_Result):
     run_time_s: wall-clock seconds of the whole evaluation.
     seed: the seed of the run.
     x_adv: per example the kept point (see ``margins``) as a numpy array
-      shaped like ``x``. Left out of ``to_dict()`` (and so of JSON files)
+      shaped like ``x`` (for several inputs: arrays in the structure of
+      ``x``, the fixed inputs unchanged). Left out of ``to_dict()`` (and so of JSON files)
       unless ``to_dict(include_x_adv=True)``.
   """
   epsilon: float
@@ -522,6 +523,11 @@ def auto_attack(model, x, y=None, *, epsilon, p=_INF, version="standard", attack
     x: inputs ``[n, ...]``, or a finite batched ``tf.data.Dataset`` of
       ``(x, y)`` batches (then ``y`` must be None). The data are gathered
       into memory (the per-example results hold a copy of ``x`` anyway).
+      For a model with several inputs, a dict or list of arrays (or a
+      dataset of ``(dict_x, y)``): the attacks run on the packed perturbed
+      inputs ``z`` (one joint ball; ``clip`` applies to every perturbed
+      input; a callable of ``attacks`` gets ``z`` and ``f`` bound to the
+      batch's fixed inputs), see `keras_opnorm.logits_view`.
     y: integer labels ``[n]`` or one-hot labels ``[n, d]``. Defaults to `None`.
     epsilon: the radius, a positive finite number.
     p: the norm, ``inf``, ``2`` or ``1`` for the preset versions (any p in

@@ -159,6 +159,8 @@ def robust_accuracy(model, x, y=None, *, epsilons, p=_INF, num_steps=20, step_si
     model: a Keras model or a callable ``x -> logits``.
     x: inputs ``[n, ...]``, or a finite batched ``tf.data.Dataset`` of
       ``(x, y)`` batches (then ``y`` must be None).
+      A dict/list of inputs (or a dataset of them) for a model with several
+      inputs: the joint ball of the perturbed inputs (`keras_opnorm.logits_view`).
     y: integer labels ``[n]`` or one-hot labels ``[n, d]``. Defaults to `None`.
     epsilons: a number or a sequence of radii ``>= 0``.
     p: the attack norm in ``[1, inf]``. Defaults to `inf`.
@@ -284,6 +286,8 @@ def robust_radii(model, x, y=None, *, p=_INF, num_steps=100, num_targets=9, clip
   Args:
     model: a Keras model or a callable ``x -> logits``.
     x: inputs ``[n, ...]``, or a batched ``tf.data.Dataset`` of ``(x, y)``.
+      A dict/list of inputs (or a dataset of them) for a model with several
+      inputs: the joint ball of the perturbed inputs (`keras_opnorm.logits_view`).
     y: integer or one-hot labels ``[n]`` (None with a dataset). Defaults to `None`.
     p: the norm, ``inf``, ``2`` or ``1``. Defaults to `inf`.
     num_steps: FMN steps (per target). Defaults to `100`.

@@ -38,7 +38,10 @@ from keras_opnorm import _checks
 from keras_opnorm import jacobian
 from keras_opnorm import logits_view
 from keras_opnorm.attacks import losses
+from keras_opnorm.evaluation._data import _Structured
 from keras_opnorm.evaluation._data import _check_batch_size
+from keras_opnorm.evaluation._data import _is_structured_data
+from keras_opnorm.evaluation._data import _slice_fixed
 from keras_opnorm.evaluation._data import _single_epsilon
 from keras_opnorm.evaluation._results import _Result
 from keras_opnorm.evaluation.autoattack import _materialize
@@ -128,25 +131,41 @@ def _large_epsilon(p, epsilon, clip, example_shape, factor):
   return float(np.power(np.power(width, p).sum(), 1.0 / p))
 
 
-def _zero_gradient_share(model, x, y, batch_size, training):
+def _zero_gradient_share(model, x, y, batch_size, training, structured=None, fixed=None):
+  """Share of points whose input gradient of the cross-entropy is exactly 0.
+
+  With ``structured`` (an `_Structured` x), ``x`` is the packed ``z`` and
+  ``fixed`` its fixed inputs: the gradient is with respect to the perturbed
+  inputs.
+  """
   fn = jacobian.as_logits_fn(model, training=training)
 
   @tf.function
-  def zero(xb, yb):
+  def zero(xb, yb, fb=None):
+    if fb is not None:
+      fn_b = structured.logits_fn(fb)
+    else:
+      fn_b = fn
     with tf.GradientTape() as tape:
       tape.watch(xb)
-      loss = tf.reduce_sum(losses.crossentropy_loss(fn(xb), y=yb))
+      loss = tf.reduce_sum(losses.crossentropy_loss(fn_b(xb), y=yb))
     g = tape.gradient(loss, xb)
     if g is None:
       return tf.ones(tf.shape(xb)[:1], tf.bool)
     return tf.reduce_all(tf.equal(tf.reshape(g, [tf.shape(xb)[0], -1]), 0), axis=1)
 
-  flags = [zero(tf.constant(x[i:i + batch_size]), tf.constant(y[i:i + batch_size])).numpy()
+  def fixed_at(i):
+    if fixed is None:
+      return ()
+    return ({k: tf.constant(v[i:i + batch_size]) for k, v in fixed.items()},)
+
+  flags = [zero(tf.constant(x[i:i + batch_size]), tf.constant(y[i:i + batch_size]),
+                *fixed_at(i)).numpy()
            for i in range(0, x.shape[0], batch_size)]
   return float(np.concatenate(flags).mean())
 
 
-@logits_view.accepts_views(supported=False)
+@logits_view.accepts_views(batches_itself=True)
 def gradient_masking_checks(model, x, y=None, *, epsilon, p=_INF, clip=None,
                             epsilon_factors=(0.5, 1.0, 2.0, 4.0), large_epsilon=None,
                             num_steps=20, num_targets=3, strong_steps_factor=5,
@@ -183,6 +202,8 @@ def gradient_masking_checks(model, x, y=None, *, epsilon, p=_INF, clip=None,
   Args:
     model: a Keras model or a callable ``x -> logits``.
     x: inputs ``[n, ...]`` or a batched ``tf.data.Dataset`` of ``(x, y)``.
+      A dict/list of inputs (or a dataset of them) for a model with several
+      inputs: the joint ball of the perturbed inputs (`keras_opnorm.logits_view`).
     y: integer or one-hot labels (None with a dataset). Defaults to `None`.
     epsilon: the radius of interest, positive.
     p: ``inf``, ``2`` or ``1``. Defaults to `inf`.
@@ -233,18 +254,29 @@ def gradient_masking_checks(model, x, y=None, *, epsilon, p=_INF, clip=None,
   num_queries = _checks.positive_int(num_queries, "num_queries")
   batch_size = _check_batch_size(batch_size)
   factors = sorted({_checks.positive_float(f, "epsilon_factors") for f in epsilon_factors} | {1.0})
-  x, y = _materialize(x, y, batch_size)
+  structured, fixed = None, None
+  if _is_structured_data(x):
+    # Several inputs: the radii are those of the packed perturbed inputs z,
+    # and auto_attack gets the data as arrays in the user's structure.
+    structured = _Structured(model, x, y, training=training)
+    z, y, fixed = structured.materialize(batch_size)
+    x_data = structured.unpack(z, fixed)
+    first_fn = structured.logits_fn(_slice_fixed(fixed, slice(0, 1)))
+  else:
+    z, y = _materialize(x, y, batch_size)
+    x_data = z
+    first_fn = jacobian.as_logits_fn(model, training=training)
   if large_epsilon is None:
-    large_epsilon = _large_epsilon(p, epsilon, clip, x.shape[1:], factors[-1])
+    large_epsilon = _large_epsilon(p, epsilon, clip, z.shape[1:], factors[-1])
   large_epsilon = _checks.positive_float(large_epsilon, "large_epsilon")
-  num_classes = jacobian.as_logits_fn(model, training=training)(tf.constant(x[:1])).shape[-1]
+  num_classes = first_fn(tf.constant(z[:1])).shape[-1]
   common = dict(p=p, version="custom", clip=clip, batch_size=batch_size, seed=seed, verbose=0,
                 training=training)
 
   def run(eps, attacks):
     with warnings.catch_warnings():  # Check (a) covers the box on purpose.
       warnings.simplefilter("ignore", _checks.VacuousThreatModelWarning)
-      return auto_attack(model, x, y, epsilon=eps, attacks=attacks, **common)
+      return auto_attack(model, x_data, y, epsilon=eps, attacks=attacks, **common)
 
   gradient = [("apgd-ce", {"num_steps": num_steps})]
   if num_classes >= 4:
@@ -311,7 +343,7 @@ def gradient_masking_checks(model, x, y=None, *, epsilon, p=_INF, clip=None,
                              "strong_restarts": strong_restarts}))
 
   # (d) Zero gradients.
-  share = _zero_gradient_share(model, x, y, batch_size, training)
+  share = _zero_gradient_share(model, z, y, batch_size, training, structured, fixed)
   ok = share <= tolerance
   message = (f"share of points with an exactly zero input gradient of the cross-entropy: "
              f"{share:.4f}.")
@@ -324,6 +356,6 @@ def gradient_masking_checks(model, x, y=None, *, epsilon, p=_INF, clip=None,
       if not c.passed:
         warnings.warn(f"Gradient-masking check {c.name!r} failed: {c.message}", UserWarning,
                       stacklevel=2)
-  return SanityReport(epsilon=epsilon, p=p, num_examples=int(x.shape[0]),
+  return SanityReport(epsilon=epsilon, p=p, num_examples=int(z.shape[0]),
                       passed=all(c.passed for c in checks), checks=checks,
                       run_time_s=float(time.time() - start))

@@ -10,8 +10,10 @@ from keras_opnorm import jacobian
 from keras_opnorm import logits_view
 from keras_opnorm.operator_norm import operator_norm
 from keras_opnorm.singular_values import singular_values
+from keras_opnorm.evaluation._data import _Structured
+from keras_opnorm.evaluation._data import _any_batches
 from keras_opnorm.evaluation._data import _check_batch_size
-from keras_opnorm.evaluation._data import _batches
+from keras_opnorm.evaluation._data import _is_structured_data
 from keras_opnorm.evaluation._data import _kwargs_if_set
 from keras_opnorm.evaluation._results import _Result
 
@@ -77,35 +79,49 @@ class _OperatorNormKernel:
   """Compiled ``x -> ||J||_{p,q} [batch]`` (of ``P J`` when centered), built once."""
 
   def __init__(self, model, *, p, q, num_iters, num_restarts, method, centered,
-               training, jit_compile):
-    fn = center_logits(model, training) if centered else jacobian.as_logits_fn(model, training)
+               training, jit_compile, structured=None):
+    fn = _logits(model, centered, training, structured, None)
     kwargs = _kwargs_if_set(num_iters=num_iters, num_restarts=num_restarts, method=method)
+    self.structured = structured
 
-    def norm(x):
-      return operator_norm(fn, x, p, q, **kwargs).norm
+    def norm(x, fixed=None):
+      f = fn if fixed is None else _logits(model, centered, training, structured, fixed)
+      return operator_norm(f, x, p, q, **kwargs).norm
 
     self.norm = tf.function(norm, jit_compile=jit_compile)
 
   def run(self, x, batch_size):
     """Per-example norms ``[n]`` (numpy)."""
     return np.concatenate(
-        [self.norm(xb).numpy()[:count]
-         for xb, _, count in _batches(x, None, batch_size, need_y=False)])
+        [self.norm(xb, *extra).numpy()[:count] for xb, _, count, extra in
+         _any_batches(x, None, batch_size, need_y=False, structured=self.structured)])
 
 
-def _singular_fn(model, *, k, num_iters, centered, training, jit_compile):
-  """Compiled ``x -> (values [b, k], right vectors [b, k, ...], left [b, k, d])``."""
-  fn = center_logits(model, training) if centered else jacobian.as_logits_fn(model, training)
+def _logits(model, centered, training, structured, fixed):
+  """The (centered) logits function; of the model bound to ``fixed`` when given."""
+  if fixed is not None:
+    model = structured.bind(fixed)
+  return center_logits(model, training) if centered else jacobian.as_logits_fn(model, training)
+
+
+def _singular_fn(model, *, k, num_iters, centered, training, jit_compile, structured=None):
+  """Compiled ``x -> (values [b, k], right vectors [b, k, ...], left [b, k, d])``.
+
+  With ``structured``, ``x`` is the packed ``z`` and the batch's fixed inputs
+  are a second argument.
+  """
+  fn = _logits(model, centered, training, structured, None)
   kwargs = _kwargs_if_set(num_iters=num_iters)
 
-  def svd(x):
-    result = singular_values(fn, x, k=k, **kwargs)
+  def svd(x, fixed=None):
+    f = fn if fixed is None else _logits(model, centered, training, structured, fixed)
+    result = singular_values(f, x, k=k, **kwargs)
     return result.values, result.vectors, result.left
 
   return tf.function(svd, jit_compile=jit_compile)
 
 
-@logits_view.accepts_views(supported=False)
+@logits_view.accepts_views(batches_itself=True)
 def mean_operator_norm(model, x, p=2, q=2, *, num_iters=20, num_restarts=1, method="auto",
                        centered=False, batch_size=256, training=False, jit_compile=False):
   """Mean per-example operator norm ``(1/n) sum_i ||J_f(x_i)||_{p,q}``.
@@ -119,6 +135,8 @@ def mean_operator_norm(model, x, p=2, q=2, *, num_iters=20, num_restarts=1, meth
   Args:
     model: a Keras model or a callable ``x -> logits``.
     x: inputs ``[n, ...]`` or a finite batched ``tf.data.Dataset``.
+      A dict/list of inputs (or a dataset of them) for a model with several
+      inputs: the perturbed inputs, packed (`keras_opnorm.logits_view`).
     p: input norm. Defaults to `2`.
     q: output norm. Defaults to `2`.
     num_iters: power iterations. Defaults to `20`.
@@ -144,11 +162,12 @@ def mean_operator_norm(model, x, p=2, q=2, *, num_iters=20, num_restarts=1, meth
   batch_size = _check_batch_size(batch_size)
   kernel = _OperatorNormKernel(
       model, p=p, q=q, num_iters=num_iters, num_restarts=num_restarts,
-      method=method, centered=centered, training=training, jit_compile=jit_compile)
+      method=method, centered=centered, training=training, jit_compile=jit_compile,
+      structured=_Structured(model, x, None, training) if _is_structured_data(x) else None)
   return float(np.mean(kernel.run(x, batch_size)))
 
 
-@logits_view.accepts_views(supported=False)
+@logits_view.accepts_views(batches_itself=True)
 def spectrum(model, x, *, k=10, num_iters=None, centered=False, batch_size=256,
              training=False, jit_compile=False):
   """Top-k singular values of the Jacobian ``J_f(x)`` of every example.
@@ -159,6 +178,8 @@ def spectrum(model, x, *, k=10, num_iters=None, centered=False, batch_size=256,
   Args:
     model: a Keras model or a callable ``x -> logits``.
     x: inputs ``[n, ...]`` or a finite batched ``tf.data.Dataset``.
+      A dict/list of inputs (or a dataset of them) for a model with several
+      inputs: the perturbed inputs, packed (`keras_opnorm.logits_view`).
     k: number of singular values (at most ``min(d, n_in)``). Defaults to `10`.
     num_iters: iterations of `singular_values`; ``None`` uses its default.
       Defaults to `None`.
@@ -178,12 +199,13 @@ def spectrum(model, x, *, k=10, num_iters=None, centered=False, batch_size=256,
   """
   k = _checks.positive_int(k, "k")
   batch_size = _check_batch_size(batch_size)
+  structured = _Structured(model, x, None, training) if _is_structured_data(x) else None
   svd = _singular_fn(
       model, k=k, num_iters=num_iters, centered=centered, training=training,
-      jit_compile=jit_compile)
+      jit_compile=jit_compile, structured=structured)
   values = np.concatenate(
-      [svd(xb)[0].numpy()[:count]
-       for xb, _, count in _batches(x, None, batch_size, need_y=False)])
+      [svd(xb, *extra)[0].numpy()[:count] for xb, _, count, extra in
+       _any_batches(x, None, batch_size, need_y=False, structured=structured)])
   return SpectrumResult(
       k=k, num_examples=int(values.shape[0]),
       mean=[float(v) for v in values.mean(axis=0)],
