@@ -21,7 +21,7 @@ Errors and warnings stay eager:
 * an error raised while tracing (a bad static argument, a model that cannot
   run in a graph) re-runs the call eagerly, which raises the eager error with
   its message (or returns the eager result); the key is then marked eager-only;
-* an error raised while running (the graph's assertions on values: NaN or
+* an InvalidArgumentError raised while running (the graph's assertions: NaN or
   inf in ``x``, ``x`` outside ``clip``, labels out of range) re-runs that call
   eagerly, which raises the eager ``ValueError``;
 * a ``VacuousThreatModelWarning`` emitted while tracing is replayed at every
@@ -36,7 +36,8 @@ to ``f`` through a weak reference (for a bound method, to its ``__self__``);
 when ``f`` is garbage collected its entries are dropped, so the cache keeps no
 model alive. A callable that cannot be weakly referenced is called eagerly.
 Static arguments are held by the key (a loss callable made anew for each call
-makes a new entry each time). Not thread-safe across concurrent first calls.
+makes a new entry each time); a Python list given for a tensor argument (``x``,
+``y``) runs the call eagerly. Not thread-safe across concurrent first calls.
 `clear_cache()` empties it; `cache_entries()` lists the entries (tests).
 """
 
@@ -47,8 +48,8 @@ import types
 import warnings
 import weakref
 
-import numpy as np
 import keras
+import numpy as np
 import tensorflow as tf
 
 __all__ = ["compiled_when_eager", "clear_cache", "cache_entries", "MAX_ENTRIES"]
@@ -66,6 +67,7 @@ class _Entry:
     self.name = name
     self.owner_ref = owner_ref
     self.function = None
+    self.concrete = None
     self.traces = 0
     self.eager_only = False
     self.replayed = []  # (category, message) of keras_opnorm warnings.
@@ -160,6 +162,8 @@ def compiled_when_eager(*, tensor_args, seed_args=(), eager_checks=None):
             continue
           if name in tensor_names:
             flat = tf.nest.flatten(value)
+            if isinstance(value, list) and not any(_is_tensor_leaf(v) for v in flat):
+              return func(*args, **kwargs)  # Python data: one trace per value otherwise.
             structure = tf.nest.map_structure(lambda _: None, value)
             tokens = []
             for leaf in flat:
@@ -170,8 +174,6 @@ def compiled_when_eager(*, tensor_args, seed_args=(), eager_checks=None):
                 leaves.append(t)
                 specs.append(spec)
                 tokens.append(("tensor", spec))
-              elif isinstance(leaf, (list, tuple)) or leaf is Ellipsis:
-                return func(*args, **kwargs)
               else:
                 tokens.append(_static_token(leaf))
             statics.append((name, _static_token(_structure_token(structure)), tuple(tokens)))
@@ -201,8 +203,11 @@ def compiled_when_eager(*, tensor_args, seed_args=(), eager_checks=None):
       try:
         with warnings.catch_warnings(record=True) as caught:
           warnings.simplefilter("always")
-          tensors = entry.function(*leaves)
-      except tf.errors.OpError:
+          if entry.concrete is None:  # The trace.
+            entry.concrete = entry.function.get_concrete_function()
+          # A concrete function: half the dispatch cost of the tf.function.
+          tensors = entry.concrete(*leaves)
+      except tf.errors.InvalidArgumentError:
         # A graph assertion on the values: the eager call raises its error.
         return func(*args, **kwargs)
       except Exception:  # pylint: disable=broad-except

@@ -140,8 +140,10 @@ def pgd_attack(f,
   the first step is the power method's first iteration from ``v0 = r``. The
   other losses start at ``x``. Pass ``delta0`` for a deterministic start.
 
-  Run it inside ``tf.function`` (optionally ``jit_compile=True``) for speed:
-  the loop is a ``tf.while_loop`` with one forward and one backward pass per
+  Called eagerly it runs through a cached ``tf.function`` (traced once per
+  model and static arguments, `keras_opnorm._compiled`); inside your own
+  ``tf.function`` (optionally ``jit_compile=True``) it is traced into yours.
+  The loop is a ``tf.while_loop`` with one forward and one backward pass per
   step; the clean logits are computed once, and only when the loss or
   ``y=None`` needs them.
 
