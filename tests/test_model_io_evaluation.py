@@ -13,10 +13,14 @@ the boundary are left out so that every attack's budget suffices.
 """
 
 import math
+import os
+import subprocess
+import sys
 
 from absl.testing import parameterized
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import keras_opnorm
@@ -100,6 +104,25 @@ def _lp(d, p):
 
 
 _EPS = {2.0: 0.5, _INF: 0.25}
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_STRATEGY_SCRIPT = """
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from test_model_io_evaluation import _problem
+from keras_opnorm.evaluation import auto_attack
+model, x, y, dist = _problem(2.0, 0.5, n=13)
+kw = dict(epsilon=0.5, p=2.0, version="fast", batch_size=4, verbose=0)
+single = auto_attack(model, x, y, **kw)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+mirrored = auto_attack(model, x, y, strategy=strategy, **kw)
+assert strategy.num_replicas_in_sync == 2
+np.testing.assert_allclose(single.x_adv["a"], mirrored.x_adv["a"], rtol=1e-6, atol=1e-6)
+assert single.broken_by == mirrored.broken_by, (single.broken_by, mirrored.broken_by)
+assert mirrored.robust_accuracy == (dist > 0.5).mean(), mirrored.robust_accuracy
+print("OK")
+"""
 
 
 class AutoAttackMultiInputTest(tf.test.TestCase, parameterized.TestCase):
@@ -161,6 +184,19 @@ class AutoAttackMultiInputTest(tf.test.TestCase, parameterized.TestCase):
     auto_attack(model, x, y, epsilon=0.1, version="custom", attacks=[("noise", noise)],
                 batch_size=3, verbose=0)  # 4 batches (the last padded)
     self.assertEqual(traces, [tf.TensorShape([3, DIM])])
+
+  @pytest.mark.slow
+  def test_mirrored_two_logical_cpus_matches_single_device(self):
+    # The fixed inputs are distributed with z: each replica binds its batch's ids.
+    # Logical devices must be set before TensorFlow initialises: a subprocess.
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([_ROOT, os.path.join(_ROOT, "tests")] + [
+        q for q in env.get("PYTHONPATH", "").split(os.pathsep) if q])
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    proc = subprocess.run([sys.executable, "-c", _STRATEGY_SCRIPT], env=env,
+                          capture_output=True, text=True, timeout=240, check=False)
+    self.assertEqual(proc.returncode, 0, proc.stdout[-3000:] + proc.stderr[-3000:])
+    self.assertIn("OK", proc.stdout)
 
   def test_result_round_trips_through_a_dict(self):
     model, x, y, _ = _problem(_INF, 0.25, n=4)

@@ -237,6 +237,7 @@ def _resolve(stage, num_classes, version):
     stage.budget["num_targets"] = min(k, num_classes - 1)
 
 
+@tf.autograph.experimental.do_not_convert  # Also called while a kernel traces.
 def _attack_fn(stage, model, logits_fn, training):
   """``(x, y, eps, p, clip, seed) -> x_adv`` for a stage."""
   if callable(stage.run):
@@ -386,7 +387,7 @@ class _StageRunner:
       compiled = tf.function(kernel)
     else:
       strategy = self.strategy
-      compiled = tf.function(lambda x, y, s: strategy.run(kernel, args=(x, y, s)))
+      compiled = tf.function(lambda *args: strategy.run(kernel, args=args))
     # Each stage of each call is a new function traced once (all its batches
     # share the shape); TensorFlow would count those traces of the same code
     # as "frequent retracing" and warn after a few stages. pylint: disable=protected-access
