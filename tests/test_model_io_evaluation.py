@@ -359,8 +359,8 @@ class SquareMultiInputTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(set(got), {"img", "ids"})
     self.assertAllEqual(got["ids"], x["ids"])
     self.assertEqual(got["img"].shape, x["img"].shape)
-    self.assertAllClose(got["img"], keras_opnorm.attacks.square_attack(image_only, x["img"], y, **kw),
-                        atol=1e-6)
+    reference = keras_opnorm.attacks.square_attack(image_only, x["img"], y, **kw)
+    self.assertAllClose(got["img"], reference, atol=1e-6)
     delta = got["img"].numpy() - x["img"]
     self.assertAllLessEqual(_lp(delta, p), eps * (1 + 1e-5))
     if math.isinf(p):

@@ -734,7 +734,8 @@ def _square_structured(f, x, y, *, training, **kwargs):
     return bound(tf.reshape(t, [tf.shape(t)[0], -1]), training=training)
 
   x_adv = square_attack(fn, image, y, training=training, **kwargs)
-  return packing._assemble({key: x_adv}, lambda k: packing.fixed[k])  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  return packing._assemble({key: x_adv}, lambda k: packing.fixed[k])
 
 
 def _square_packed(f, z, y, *, clip, training, **kwargs):
