@@ -40,6 +40,21 @@ def _check_batch(xb, yb, clip, fn):
     _checks.class_labels(yb, fn(xb[:1]).shape[-1])
 
 
+def _array_labels(y, n, need_y, x_text):
+  """Checks the labels of ``n`` array examples (None allowed unless ``need_y``)."""
+  if y is None:
+    if need_y:
+      raise ValueError(
+          "`y` is required (integer or one-hot labels) when `x` is an array. Received: y=None")
+    return None
+  y = _labels(y)
+  if y.shape[0] != n:
+    raise ValueError(
+        f"`x` and `y` must hold the same number of examples. Received: "
+        f"x with {x_text}, y with shape={y.shape}")
+  return y
+
+
 def _pad(t, size):
   """Pads a batch to ``size`` rows with copies of its last row."""
   if t is None or t.shape[0] >= size:
@@ -83,16 +98,7 @@ def _batches(x, y, batch_size, need_y):
   n = x.shape[0]
   if n == 0:
     raise ValueError(f"`x` must contain at least one example. Received: x with shape={x.shape}")
-  if y is None:
-    if need_y:
-      raise ValueError(
-          "`y` is required (integer or one-hot labels) when `x` is an array. Received: y=None")
-  else:
-    y = _labels(y)
-    if y.shape[0] != n:
-      raise ValueError(
-          f"`x` and `y` must hold the same number of examples. Received: "
-          f"x with shape={x.shape}, y with shape={y.shape}")
+  y = _array_labels(y, n, need_y, f"shape={x.shape}")
   size = min(batch_size, n)
   for start in range(0, n, size):
     xb = x[start:start + size]
@@ -237,17 +243,7 @@ class _Structured:
       return
     z = _checks.float_input(self.packing.z, "x")
     n = int(z.shape[0])
-    y = self.y
-    if y is None:
-      if need_y:
-        raise ValueError(
-            "`y` is required (integer or one-hot labels) when `x` is an array. Received: y=None")
-    else:
-      y = _labels(y)
-      if y.shape[0] != n:
-        raise ValueError(
-            f"`x` and `y` must hold the same number of examples. Received: "
-            f"x with {n} examples, y with shape={y.shape}")
+    y = _array_labels(self.y, n, need_y, f"{n} examples")
     fixed = {k: tf.convert_to_tensor(v) for k, v in self.packing.fixed.items()}
     size = min(batch_size, n)
     for start in range(0, n, size):
