@@ -352,6 +352,19 @@ class VacuousThreatModelTest(tf.test.TestCase, parameterized.TestCase):
     self.assertLen(_vacuous(record), 1)  # 8 steps, one warning.
     self.assertIn("AdversarialTraining", str(_vacuous(record)[0].message))
 
+  def test_robust_accuracy_warns_for_arrays_and_datasets(self):
+    # l-inf threshold 1/2 on [0, 1]^3: the same warning from arrays and from a
+    # tf.data pipeline of (x, y) batches (its element spec gives the shape).
+    x, y = _data()
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(2)
+    for data, labels in ((x, y), (dataset, None)):
+      with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        evaluation.robust_accuracy(_f, data, labels, epsilons=[0.1, 0.6], p="inf",
+                                   num_steps=1, clip=(0, 1))
+      self.assertLen(_vacuous(record), 1, type(data).__name__)
+      self.assertIn("robust_accuracy", str(_vacuous(record)[0].message))
+
   def test_exported(self):
     self.assertIn("VacuousThreatModelWarning", ko.__all__)
     self.assertTrue(issubclass(ko.VacuousThreatModelWarning, UserWarning))

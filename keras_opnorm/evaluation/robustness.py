@@ -143,6 +143,25 @@ def _curve_from_correct(clean, robust, epsilons):
 
 
 @logits_view.accepts_views(batches_itself=True)
+def _example_shape(x, structured):
+  """The shape of one example of ``x`` (arrays, structures or a dataset).
+
+  For a ``tf.data.Dataset`` of ``(x, y)`` batches: the element spec's shape
+  without the batch axis, or ``None`` where it is not fully known (then no
+  vacuous-radius warning is possible before the first batch).
+  """
+  if structured is not None:
+    return (structured.num_inputs,)
+  if isinstance(x, tf.data.Dataset):
+    spec = x.element_spec
+    spec = spec[0] if isinstance(spec, (tuple, list)) else spec
+    shape = getattr(spec, "shape", None)
+    if shape is None or shape.rank is None or not shape[1:].is_fully_defined():
+      return None
+    return tuple(shape[1:].as_list())
+  return np.shape(x)[1:]
+
+
 def robust_accuracy(model, x, y=None, *, epsilons, p=_INF, num_steps=20, step_size=None,
                     num_restarts=1, loss="crossentropy", q=2, clip=None,
                     random_start=True, batch_size=256, training=False,
@@ -196,8 +215,8 @@ def robust_accuracy(model, x, y=None, *, epsilons, p=_INF, num_steps=20, step_si
   if step_size is not None:
     step_size = _checks.positive_float(step_size, "step_size")
   structured = _Structured(model, x, y, training) if _is_structured_data(x) else None
-  if clip is not None and (structured is not None or not isinstance(x, tf.data.Dataset)):
-    example_shape = np.shape(x)[1:] if structured is None else (structured.num_inputs,)
+  example_shape = _example_shape(x, structured) if clip is not None else None
+  if example_shape is not None:
     _common.warn_if_vacuous(max(epsilons), p, _common._clip_range(clip),  # pylint: disable=protected-access
                             example_shape, "robust_accuracy")
   kernel = _RobustKernel(
