@@ -35,7 +35,14 @@ class AdversarialTraining(objective_callback._EpsilonObjectiveCallback):  # pyli
       ``step_size`` or ``step_size_factor`` (``alpha / epsilon``, follows
       the warm-up), ``loss``, ``q``, ``weight``, ``squared``,
       ``replace_clean_loss``, ``random_start``, ``clip``,
-      ``attack_training``, ...).
+      ``attack_training``, ``warm_start`` (persistent perturbations, ATTA:
+      each example's attack starts from its perturbation of the previous
+      epoch, projected onto the current ball), ``warm_start_capacity``
+      (memory slots, default 65536; about ``exp(-N / capacity)`` of ``N``
+      examples hit per epoch), ``warm_start_max_bytes`` (default 1 GiB),
+      ...). The warm-start memory is the objective's state: ``backup_dir``
+      backs it up, the saved model does not contain it; the
+      ``{name}_warm_hits`` metric shows the fraction of hits.
 
   Raises:
     ValueError, TypeError: for invalid arguments (raised by the objective
@@ -54,6 +61,9 @@ class AdversarialTraining(objective_callback._EpsilonObjectiveCallback):  # pyli
 
   Fast AT (Wong, Rice & Kolter, ICLR 2020; see `fast`):
   ``AdversarialTraining.fast(epsilon=0.1, p="inf", warmup_epochs=3)``.
+  ATTA (Zheng et al., CVPR 2020), few steps from persistent perturbations:
+  ``AdversarialTraining(epsilon=0.1, p="inf", num_steps=2, warm_start=True)``
+  or ``AdversarialTraining.fast(epsilon=0.1, warm_start=True)``.
   """
 
   _objective_class_name = "AdversarialTraining"

@@ -35,8 +35,15 @@ class OperatorNormRegularization(objective_callback._EpsilonObjectiveCallback): 
     **objective_kwargs: the other arguments of
       `keras_opnorm.objectives.OperatorNormRegularization` (``p``, ``q``,
       ``weight``, ``num_iters``, ``form``, ``direction`` (``'power'``,
-      ``'exact'`` or ``'auto'``), ``warm_start``,
-      ``power_training``, ...).
+      ``'exact'`` or ``'auto'``), ``warm_start`` (each example's power
+      iteration continues across epochs: with ``num_iters=1``, epoch ``E``
+      runs the ``E``-th iteration; not with ``direction='exact'``),
+      ``warm_start_capacity`` (memory slots, default 65536; about
+      ``exp(-N / capacity)`` of ``N`` examples hit per epoch),
+      ``warm_start_max_bytes`` (default 1 GiB), ``power_training``, ...).
+      The warm-start memory is the objective's state: ``backup_dir`` backs it
+      up, the saved model does not contain it; the ``{name}_warm_hits``
+      metric shows the fraction of hits.
 
   Raises:
     ValueError, TypeError: for invalid arguments (raised by the objective
@@ -48,6 +55,10 @@ class OperatorNormRegularization(objective_callback._EpsilonObjectiveCallback): 
   model.fit(x, y, epochs=10, callbacks=[
       keras_opnorm.callbacks.OperatorNormRegularization(
           epsilon=1.0, p=2, q=2, weight=0.1, num_iters=10)])
+  # Warm-started: one iteration per step, continued across epochs.
+  model.fit(x, y, epochs=10, shuffle=True, callbacks=[
+      keras_opnorm.callbacks.OperatorNormRegularization(
+          epsilon=1.0, weight=0.1, num_iters=1, warm_start=True)])
   ```
   """
 

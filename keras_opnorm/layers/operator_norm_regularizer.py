@@ -69,11 +69,18 @@ class OperatorNormRegularizer(keras.layers.Layer):
     from_logits: False when ``layer`` outputs probabilities (see
       `keras_opnorm.LogitsView`; the penalty is then on ``log p``). Defaults
       to `True`.
+    warm_start: must be False: the layer's penalty runs in every
+      training-mode forward pass, also on inputs that are not training
+      examples (a nested call, a validation pass in training mode), which
+      would fill the per-example memory; use the callback
+      `keras_opnorm.callbacks.OperatorNormRegularization(warm_start=True)`.
+      Defaults to `False`.
     **kwargs: ``keras.layers.Layer`` arguments (``name``, ``dtype``, ...).
 
   Raises:
     TypeError: if ``layer`` is not a Keras layer.
-    ValueError: for invalid hyper-parameters (those of the objective).
+    ValueError: for invalid hyper-parameters (those of the objective), and
+      for ``warm_start=True``.
 
   Example:
 
@@ -101,7 +108,15 @@ class OperatorNormRegularizer(keras.layers.Layer):
                update_batch_stats=False,
                jvp_mode="forward",
                from_logits=True,
+               warm_start=False,
                **kwargs):
+    if warm_start:
+      raise ValueError(
+          "`warm_start=True` is not supported by the OperatorNormRegularizer "
+          "layer (its penalty runs in every training-mode pass, not once per "
+          "training example): use keras_opnorm.callbacks."
+          "OperatorNormRegularization(warm_start=True). Received: "
+          f"warm_start={warm_start!r}")
     super().__init__(**kwargs)
     if isinstance(layer, dict):
       layer = keras.saving.deserialize_keras_object(layer)
@@ -136,7 +151,8 @@ class OperatorNormRegularizer(keras.layers.Layer):
 
   def get_config(self):
     config = {k: v for k, v in self._objective_config.items()
-              if k not in ("name", "warm_start", "output", "inputs")}
+              if k not in ("name", "warm_start", "warm_start_capacity",
+                           "warm_start_max_bytes", "output", "inputs")}
     return {
         **super().get_config(),
         "layer": keras.saving.serialize_keras_object(self.layer),

@@ -21,6 +21,7 @@ from keras_opnorm import _checks
 from keras_opnorm import norms
 from keras_opnorm.attacks import _common
 from keras_opnorm.attacks import pgd_attack
+from keras_opnorm.objectives import _example_memory
 from keras_opnorm.objectives import _forward
 from keras_opnorm.objectives import base
 
@@ -153,6 +154,11 @@ def fast_config(p, step_size_factor, kwargs):
           "random_start": True}
 
 
+def _per_example_mask(mask, x):
+  """``[batch]`` bool broadcast to ``x``'s rank."""
+  return tf.reshape(mask, [-1] + [1] * (x.shape.rank - 1))
+
+
 def _check_clip(clip):
   if clip is None:
     return None
@@ -199,6 +205,27 @@ class AdversarialTraining(base.Objective):
     back onto it. The paper is l-inf (FGSM: the step is ``alpha *
     sign(grad)``, the projection a clip); for ``p = 2`` the same recipe
     runs in the l2 ball (normalised-gradient step, rescaling projection).
+  * Persistent perturbations (``warm_start=True``; ATTA, Zheng et al., CVPR
+    2020): the attack on an example starts from the perturbation it ended
+    with at the example's previous visit (the previous epoch), so that few
+    steps per epoch accumulate into a strong attack over epochs::
+
+      delta0_i = Proj_{B_p(0, eps)}(memory[x_i])  if x_i was stored,
+                 else the cold start (uniform in the ball if random_start, else 0)
+      x*_i = PGD(x_i + delta0_i)   (x_i + delta0_i clipped to ``clip``)
+      memory[x_i] <- x*_i - x_i
+
+    The projection onto the current ball (and the clip box) makes a stored
+    perturbation valid under an epsilon schedule. Examples are recognised
+    by a 64-bit fingerprint of their content (unchanged ``fit(x, y,
+    shuffle=True)`` or ``tf.data`` pipelines work; an augmented input is a
+    miss); the memory is a direct-mapped cache of ``warm_start_capacity``
+    slots, ``(capacity + 1) * (4 n + 12)`` bytes for ``n`` input values,
+    refused above ``warm_start_max_bytes``; see
+    `keras_opnorm.objectives._example_memory` and
+    `OperatorNormRegularization`'s "Warm start". With
+    `AdversarialTraining.fast` it is ATTA's FGSM variant (one step of
+    ``alpha`` from the stored perturbation; the random start for misses).
 
   Batch norm and dropout: the attack runs with ``training=attack_training``
   (inference mode by default: its forward passes neither use nor move
@@ -211,9 +238,10 @@ class AdversarialTraining(base.Objective):
   and ``'kl'`` compare with clean logits recomputed in inference mode.
 
   Metrics: ``{name}_loss`` (``sum_i w_i l_i / batch_size``, so that
-  ``loss = weight * {name}_loss``) and, for ``'crossentropy'``,
+  ``loss = weight * {name}_loss``), for ``'crossentropy'``
   ``{name}_accuracy`` (the fraction of the batch classified correctly at
-  ``x*``, unweighted).
+  ``x*``, unweighted) and, with ``warm_start``, ``{name}_warm_hits`` (the
+  fraction of the batch that started from its stored perturbation).
 
   Args:
     epsilon: the radius ``eps > 0`` (a float or a variable; schedulable).
@@ -233,8 +261,8 @@ class AdversarialTraining(base.Objective):
     squared: square the ``'logit'`` distance. Defaults to `False`.
     replace_clean_loss: drop the compiled clean loss (only with
       ``'crossentropy'``). Defaults to `False`.
-    random_start: start PGD at a uniform random point of the ball. Defaults
-      to `True`.
+    random_start: start PGD at a uniform random point of the ball (with
+      ``warm_start``: the examples not in the memory). Defaults to `True`.
     clip: None or ``(lo, hi)``, the valid input range for ``x*``. Defaults
       to `None`.
     attack_training: the ``training`` flag of the attack's passes. Defaults
@@ -243,6 +271,11 @@ class AdversarialTraining(base.Objective):
       Defaults to `True`.
     update_batch_stats: let that pass update batch-norm moving statistics.
       Defaults to `False`.
+    warm_start: persistent perturbations (see above). Defaults to `False`.
+    warm_start_capacity: slots of the memory (> 0). Defaults to `None`
+      (65536).
+    warm_start_max_bytes: the bound on the memory's size in bytes. Defaults
+      to `2**30` (1 GiB).
     name: metric prefix. Defaults to `"adv"`.
     **kwargs: ``output``, ``inputs``, ``from_logits`` for models with
       several outputs or inputs, or probability outputs (see
@@ -259,8 +292,12 @@ class AdversarialTraining(base.Objective):
     ValueError: for ``epsilon <= 0``, ``weight < 0``, ``num_steps <= 0``,
       ``step_size`` or ``step_size_factor`` <= 0 or both given, an unknown
       ``loss``, ``p`` or ``q`` < 1, ``replace_clean_loss`` with a loss
-      other than ``'crossentropy'``, a bad ``clip``; in ``build`` for a model
-      that outputs probabilities.
+      other than ``'crossentropy'``, a bad ``clip``, a
+      ``warm_start_capacity`` that is not a positive integer, a
+      ``warm_start_max_bytes`` <= 0 or a memory above it; in ``build`` for a
+      model that outputs probabilities or ``warm_start`` under a strategy
+      with several replicas; in the step, for inputs of another shape or
+      dtype than the memory was built for.
 
   Example:
 
@@ -272,7 +309,9 @@ class AdversarialTraining(base.Objective):
 
   References: Madry et al., ICLR 2018 (https://arxiv.org/abs/1706.06083);
   Zhang et al., ICML 2019 (https://arxiv.org/abs/1901.08573); Roth, Kilcher
-  & Hofmann, NeurIPS 2020 (https://arxiv.org/abs/1906.01527).
+  & Hofmann, NeurIPS 2020 (https://arxiv.org/abs/1906.01527); Zheng, Zhang,
+  Zhang, Wang & Hou, "Efficient Adversarial Training with Transferable
+  Adversarial Examples", CVPR 2020 (https://arxiv.org/abs/1912.11969).
   """
 
   default_name = "adv"
@@ -293,6 +332,9 @@ class AdversarialTraining(base.Objective):
                attack_training=False,
                forward_training=True,
                update_batch_stats=False,
+               warm_start=False,
+               warm_start_capacity=None,
+               warm_start_max_bytes=_example_memory.DEFAULT_MAX_BYTES,
                name=None,
                **kwargs):
     super().__init__(name=name, **kwargs)
@@ -329,6 +371,13 @@ class AdversarialTraining(base.Objective):
     self.attack_training = bool(attack_training)
     self.forward_training = bool(forward_training)
     self.update_batch_stats = bool(update_batch_stats)
+    self.warm_start, self.warm_start_capacity, self.warm_start_max_bytes = (
+        _example_memory.check_arguments(warm_start, warm_start_capacity,
+                                        warm_start_max_bytes))
+    self._memory = None
+
+  def _build_state(self, model):
+    _example_memory.build_for(self, model)
 
   @classmethod
   def fast(cls, epsilon, p=float("inf"), *, step_size_factor=1.25, **kwargs):
@@ -386,13 +435,23 @@ class AdversarialTraining(base.Objective):
       if not attack_y.dtype.is_floating or attack_y.shape.rank == 1 or (
           attack_y.shape.rank == 2 and attack_y.shape[-1] == 1):
         attack_y = tf.cast(_checks.class_labels(tf.reshape(attack_y, [-1])), tf.int32)
+    delta0 = None
+    if self.warm_start:  # pgd_attack projects delta0 onto the current ball and box.
+      memory = _example_memory.memory_for(self, x)
+      key = _example_memory.fingerprint(x)
+      stored, hit = memory.lookup(key)
+      delta0 = tf.where(_per_example_mask(hit, x), tf.cast(stored, x.dtype),
+                        self._cold_start(x, eps))
     with warnings.catch_warnings():  # Warned above, once.
       warnings.simplefilter("ignore", _checks.VacuousThreatModelWarning)
       x_adv = pgd_attack(
           model, x, attack_y, epsilon=eps, p=self.p, num_steps=self.num_steps,
           step_size=step_size, random_start=self.random_start, loss=self.loss,
-          q=self.q, clip=self.clip, training=self.attack_training)
+          q=self.q, clip=self.clip, training=self.attack_training, delta0=delta0)
     x_adv = tf.stop_gradient(x_adv)
+    if self.warm_start:
+      with tf.control_dependencies([memory.update(key, x_adv - x)]):
+        x_adv = tf.identity(x_adv)
 
     logits_adv = _forward.perturbed_logits(
         model, x_adv, training=self.forward_training,
@@ -418,13 +477,26 @@ class AdversarialTraining(base.Objective):
     mean_loss = base.weighted_batch_mean(per_example, sample_weight)
     loss = _checks.hyperparameter_in_step(self._hyperparameter("weight"), "weight") * mean_loss
     metrics[f"{self.name}_loss"] = tf.stop_gradient(mean_loss)
+    if self.warm_start:
+      metrics[f"{self.name}_warm_hits"] = tf.reduce_mean(tf.cast(hit, tf.float32))
     return loss, metrics
+
+  def _cold_start(self, x, eps):
+    """The start of the examples not in the memory (as `pgd_attack`'s own)."""
+    if self.random_start:
+      return norms.random_lp_ball(tf.shape(x), tf.cast(eps, x.dtype), self.p, dtype=x.dtype)
+    if self.loss in ("logit", "kl"):  # x is a stationary point of these losses.
+      r = norms.random_direction(tf.shape(x), self.p, dtype=x.dtype)
+      r = tf.sign(r) if math.isinf(self.p) else r
+      return 0.01 * tf.cast(eps, x.dtype) * r  # pgd_attack's _STATIONARY_START.
+    return tf.zeros_like(x)
 
   @property
   def metric_names(self):
+    names = (f"{self.name}_loss",)
     if self.loss == "crossentropy":
-      return (f"{self.name}_accuracy", f"{self.name}_loss")
-    return (f"{self.name}_loss",)
+      names = (f"{self.name}_accuracy",) + names
+    return names + (f"{self.name}_warm_hits",) if self.warm_start else names
 
   def _check_width(self, logits):
     d = logits.shape[-1]
@@ -451,4 +523,7 @@ class AdversarialTraining(base.Objective):
         "attack_training": self.attack_training,
         "forward_training": self.forward_training,
         "update_batch_stats": self.update_batch_stats,
+        "warm_start": self.warm_start,
+        "warm_start_capacity": self.warm_start_capacity,
+        "warm_start_max_bytes": self.warm_start_max_bytes,
     }
