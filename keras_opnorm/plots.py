@@ -8,6 +8,7 @@ dict ``method name -> result``:
   singular vectors of ``J`` by rank, with the random-direction baseline dashed.
 * `plot_alignment_vs_epsilon`: rank-1 alignment vs eps.
 * `plot_spectra`: top singular values of ``J`` by rank (log scale).
+* `plot_pareto`: clean vs robust accuracy over each method's grid of constants.
 
 The paper's four methods always get the same colours (`METHOD_COLORS`), other
 names the next colours of a fixed palette, so a method looks the same in every
@@ -25,6 +26,7 @@ __all__ = [
     "plot_alignment_by_rank",
     "plot_alignment_vs_epsilon",
     "plot_spectra",
+    "plot_pareto",
 ]
 
 # Fixed colours (matplotlib's tab10) for the paper's methods.
@@ -288,5 +290,49 @@ def plot_spectra(spectra, path, *, title=None):
   ax.set_xticks(ranks)
   which = "$PJ$ (centered logits)" if centered else "$J$"
   ax.set_title(title or f"Singular value spectrum of the Jacobian {which}")
+  _legend(ax)
+  return _save(fig, path)
+
+
+def plot_pareto(fronts, path, *, title=None):
+  """Clean accuracy (x) vs robust accuracy (y), one curve per method over its grid.
+
+  Each point is a model trained with one constant (mean over seeds), with the
+  standard deviation over seeds as error bars in both axes; a method with a
+  single point (the standard model) is drawn as one marker. Points are joined
+  in grid order (ascending constant) and labelled with their ``constant``
+  where they have one.
+
+  Args:
+    fronts: dict ``method -> list of points``, each a dict with
+      ``clean_accuracy``, ``robust_accuracy`` and optionally their
+      ``*_std`` (as in `keras_opnorm.experiments.matched_clean`).
+    path: where to write the PNG.
+    title: the figure title. Defaults to `None`.
+
+  Returns:
+    ``path`` as a string.
+
+  Raises:
+    ImportError: without matplotlib.
+    ValueError: if ``fronts`` is empty.
+  """
+  styles = _styles(fronts)
+  fig, ax = _new_figure()
+  for method, points in fronts.items():
+    color, marker, label = styles[method]
+    x = [pt["clean_accuracy"] for pt in points]
+    y = [pt["robust_accuracy"] for pt in points]
+    ax.errorbar(x, y, xerr=[pt.get("clean_accuracy_std", 0.0) for pt in points],
+                yerr=[pt.get("robust_accuracy_std", 0.0) for pt in points], color=color,
+                marker=marker, markersize=6 if len(points) == 1 else 5,
+                linewidth=0 if len(points) == 1 else 2, capsize=3, label=label)
+    for pt, xi, yi in zip(points, x, y):
+      if len(points) > 1 and pt.get("constant") is not None:
+        ax.annotate(f"{pt['constant']:g}", (xi, yi), textcoords="offset points",
+                    xytext=(4, 4), fontsize=7, color=color)
+  ax.set_xlabel("clean accuracy")
+  ax.set_ylabel("robust accuracy")
+  ax.set_title(title or "Clean vs robust accuracy over each method's constant")
   _legend(ax)
   return _save(fig, path)

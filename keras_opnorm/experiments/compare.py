@@ -40,6 +40,12 @@ and the linf comparison (q = 2) with:
 
   python -m keras_opnorm.experiments.compare --p=inf
 
+That is ``--protocol=single``: one hand-picked constant per method. The
+paper's protocol, every method over a grid of its constant and the claims at
+matched clean accuracy (`keras_opnorm.experiments.matched_clean`), is
+
+  python -m keras_opnorm.experiments.compare --protocol=matched_clean
+
 Without ``--epsilon`` the radius is the dataset's default for ``--p``
 (`default_epsilon`, the table `DEFAULT_EPSILONS`: 1.0 for l2 and 0.1 for
 linf on the digits); an explicit ``--epsilon`` that makes the threat model
@@ -72,6 +78,7 @@ from keras_opnorm import datasets
 from keras_opnorm import evaluation
 from keras_opnorm import models
 from keras_opnorm import norms
+from keras_opnorm.experiments import matched_clean
 
 # Names of the methods, in the order they are trained and shown.
 METHODS = ("standard", "adversarial", "opnorm", "spectral")
@@ -81,6 +88,9 @@ _LABELS = {
     "opnorm": "d.d. opnorm",
     "spectral": "global SNR",
 }
+
+# --protocol: one constant per method, or the paper's matched-clean-accuracy grid.
+PROTOCOLS = ("single", "matched_clean")
 
 # Headline robust-accuracy evaluations (--evaluation).
 EVALUATIONS = ("standard", "fast", "pgd")
@@ -247,6 +257,27 @@ flags.DEFINE_integer("keras_verbose", 0, "Keras' own fit output on top of the co
                      "Keras' progress bar (with terminal escape codes), 2 one line per epoch.")
 flags.DEFINE_alias("verbose", "keras_verbose")  # its former name still works
 flags.DEFINE_boolean("jit_compile", False, "Compile the evaluation kernels with XLA.")
+# The protocol (keras_opnorm.experiments.matched_clean).
+flags.DEFINE_enum("protocol", "single", list(PROTOCOLS),
+                  "single: one constant per method (--at_weight, --opnorm_weight, "
+                  "--spectral_weight) with the full evaluation; matched_clean: the paper's "
+                  "protocol, every method over a grid of its constant (--grid_adversarial, "
+                  "--grid_opnorm, --grid_spectral), clean and headline robust accuracy per "
+                  "point, the claims at matched clean accuracy (--match_tolerance).")
+flags.DEFINE_list("grid_adversarial",
+                  [f"{c:g}" for c in matched_clean.DEFAULT_GRIDS["adversarial"]],
+                  "--protocol=matched_clean: the weights w of PGD AT's CE + w CE_adv "
+                  "(training radius --epsilon).")
+flags.DEFINE_list("grid_opnorm", [f"{c:g}" for c in matched_clean.DEFAULT_GRIDS["opnorm"]],
+                  "--protocol=matched_clean: the lambdas of the d.d. operator-norm "
+                  "regulariser.")
+flags.DEFINE_list("grid_spectral",
+                  [f"{c:g}" for c in matched_clean.DEFAULT_GRIDS["spectral"]],
+                  "--protocol=matched_clean: the lambdas of global spectral-norm "
+                  "regularisation.")
+flags.DEFINE_float("match_tolerance", matched_clean.DEFAULT_TOLERANCE,
+                   "--protocol=matched_clean: the largest difference of mean clean accuracy "
+                   "at which two points count as matched (0.01: one point).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,6 +314,11 @@ class Config:
   plots: bool = True
   verbose: int = 0  # Keras' fit verbosity (--keras_verbose)
   jit_compile: bool = False
+  protocol: str = "single"
+  grid_adversarial: tuple = matched_clean.DEFAULT_GRIDS["adversarial"]
+  grid_opnorm: tuple = matched_clean.DEFAULT_GRIDS["opnorm"]
+  grid_spectral: tuple = matched_clean.DEFAULT_GRIDS["spectral"]
+  match_tolerance: float = matched_clean.DEFAULT_TOLERANCE
 
   @property
   def seeds(self):
@@ -430,6 +466,15 @@ def validate(cfg):
   sweep = tuple(sorted(set(sweep) | {1.0}))
   if cfg.verbose not in (0, 1, 2):
     _fail(f"--keras_verbose must be 0, 1 or 2. Received: --keras_verbose={cfg.verbose!r}")
+  if cfg.protocol not in PROTOCOLS:
+    _fail(f"--protocol must be one of {', '.join(PROTOCOLS)}. Received: "
+          f"--protocol={cfg.protocol!r}")
+  for flag, _, _ in matched_clean.GRID_FLAGS.values():
+    try:
+      floats[flag] = matched_clean.parse_grid(getattr(cfg, flag), flag)
+    except ValueError as e:
+      _fail(str(e))
+  floats["match_tolerance"] = _number(cfg.match_tolerance, "match_tolerance", positive=False)
   cfg = dataclasses.replace(cfg, methods=methods, p=p, q=q, epsilon=epsilon, sweep=sweep,
                             **ints, **floats)
   output_dir = cfg.output_dir or _default_output_dir(cfg)
@@ -452,6 +497,8 @@ def config_from_flags(flag_values=None):
   values = {name: fv[name].value for name in names}
   values["methods"] = tuple(values["methods"] or ())
   values["sweep"] = tuple(values["sweep"] or ())
+  for flag, _, _ in matched_clean.GRID_FLAGS.values():
+    values[flag] = tuple(values[flag] or ())
   return Config(**values)
 
 
@@ -954,9 +1001,14 @@ def check_claims(results):
     results: ``method -> aggregated summary`` with ``robust_accuracy`` and
       ``per_seed`` (as in ``results.json["methods"]``).
 
+  The verdict (`keras_opnorm.experiments.matched_clean.verdict`): ``holds``
+  if the claim holds in every seed, ``fails`` if it fails in every seed,
+  ``inconclusive`` otherwise; ``holds`` (on the mean) is kept as it was.
+
   Returns:
-    ``claim name -> {"holds", the margin, "holds_in_seeds", "num_seeds"}``;
-    empty unless all four methods were run.
+    ``claim name -> {"holds", the margin, the margin's std over seeds
+    (``<name>_std``), "holds_in_seeds", "num_seeds", "verdict"}``; empty
+    unless all four methods were run.
   """
   needed = ("standard", "adversarial", "opnorm", "spectral")
   if any(m not in results for m in needed):
@@ -979,12 +1031,13 @@ def check_claims(results):
   on_mean = tests({m: results[m]["robust_accuracy"] for m in needed})
   per_seed = [tests({m: results[m]["per_seed"][i]["robust_accuracy"] for m in needed})
               for i in range(num_seeds)]
-  return {
-      name: {"holds": bool(holds), **numbers,
-             "holds_in_seeds": sum(bool(t[name][0]) for t in per_seed),
-             "num_seeds": num_seeds}
-      for name, (holds, numbers) in on_mean.items()
-  }
+  out = {}
+  for name, (holds, numbers) in on_mean.items():
+    spread = {f"{k}_std": float(np.std([t[name][1][k] for t in per_seed])) for k in numbers}
+    seeds = [bool(t[name][0]) for t in per_seed]
+    out[name] = {"holds": bool(holds), **numbers, **spread, "holds_in_seeds": sum(seeds),
+                 "num_seeds": num_seeds, "verdict": matched_clean.verdict(seeds)}
+  return out
 
 
 def _average(values):
@@ -1098,8 +1151,11 @@ class _Progress:
   runs done, for a method not yet run; ``?`` before the first estimate).
   """
 
-  def __init__(self, cfg, stream=None):
-    self._runs = [(seed, m) for seed in cfg.seeds for m in cfg.methods]
+  def __init__(self, cfg, stream=None, runs=None):
+    # runs: the (seed, name) of every training run, in order; default: every
+    # method of every seed. Times are averaged per name.
+    self._runs = list(runs) if runs is not None else [
+        (seed, m) for seed in cfg.seeds for m in cfg.methods]
     self._epochs = cfg.epochs
     self._stream = stream
     self._start = time.perf_counter()
@@ -1247,10 +1303,11 @@ def run_comparison(cfg):
   write_json_atomic(os.path.join(cfg.output_dir, "results.json"), out)
   print("\n" + table)
   for name, claim in claims.items():
-    numbers = ", ".join(f"{k} {v:+.3f}" for k, v in claim.items()
-                        if k not in ("holds", "holds_in_seeds", "num_seeds"))
-    print(f"claim {name}: {'holds' if claim['holds'] else 'DOES NOT HOLD'} on the mean "
-          f"({numbers}); holds in {claim['holds_in_seeds']}/{claim['num_seeds']} seeds")
+    numbers = ", ".join(f"{k} {v:+.3f} ± {claim[k + '_std']:.3f} over seeds"
+                        for k, v in claim.items() if k in ("difference", "margin"))
+    print(f"claim {name}: {claim['verdict']} ({numbers}; holds in "
+          f"{claim['holds_in_seeds']}/{claim['num_seeds']} seeds; on the mean: "
+          f"{'holds' if claim['holds'] else 'DOES NOT HOLD'})")
   print(f"\nwrote {os.path.join(cfg.output_dir, 'results.json')}, table.md"
         + (f" and {', '.join(files)}" if files else "")
         + f" in {out['wall_seconds']:.0f} s", flush=True)
@@ -1280,7 +1337,10 @@ def main(argv):
   logger = tf.get_logger()
   if not any(isinstance(f, _NoRetracingWarnings) for f in logger.filters):
     logger.addFilter(_NoRetracingWarnings())
-  run_comparison(cfg)
+  if cfg.protocol == "matched_clean":
+    matched_clean.run(cfg, compare=sys.modules[__name__])
+  else:
+    run_comparison(cfg)
 
 
 def run():
