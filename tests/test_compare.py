@@ -1,6 +1,7 @@
 """Tests for the comparison command keras_opnorm.experiments.compare."""
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -53,6 +54,18 @@ class FlagValidationTest(parameterized.TestCase, tf.test.TestCase):
       ("num_seeds", dict(num_seeds=0), r"--num_seeds must be a positive integer"),
       ("weight", dict(opnorm_weight=-0.1), r"--opnorm_weight must be a non-negative"),
       ("sweep", dict(sweep=["0", "x"]), r"--sweep must be"),
+      ("empty_grid", dict(protocol="matched_clean", grid_opnorm=[]),
+       r"--grid_opnorm must be a non-empty comma-separated list of positive numbers\. "
+       r"Received: --grid_opnorm=''"),
+      ("negative_grid", dict(protocol="matched_clean", grid_spectral=["0.01", "-0.1"]),
+       r"--grid_spectral must be .* Received: --grid_spectral='0.01,-0.1' \('-0.1' is not "
+       r"positive"),
+      ("non_numeric_grid", dict(protocol="matched_clean", grid_adversarial=["1", "ten"]),
+       r"--grid_adversarial must be .* Received: --grid_adversarial='1,ten' \('ten' is not a "
+       r"number\)"),
+      ("bad_grid_in_single_protocol", dict(grid_opnorm=["zero"]), r"--grid_opnorm must be"),
+      ("match_tolerance", dict(protocol="matched_clean", match_tolerance=-0.01),
+       r"--match_tolerance must be a non-negative number"),
   )
   def test_bad_flag_fails_before_training(self, flag_values, regex):
     self._main_fails(regex, **flag_values)
@@ -109,6 +122,23 @@ class FlagValidationTest(parameterized.TestCase, tf.test.TestCase):
       self.assertEqual(compare.config_from_flags().verbose, 1)
     self._main_fails(r"--keras_verbose must be 0, 1 or 2. Received: --keras_verbose=3",
                      keras_verbose=3)
+
+  def test_protocol_defaults_to_single(self):
+    cfg = compare.config_from_flags()
+    self.assertEqual(cfg.protocol, "single")
+    self.assertEqual(cfg.grid_opnorm, ("0.1", "0.316", "1", "3.16"))  # as the flag reads them
+    cfg = compare.validate(dataclasses.replace(cfg, output_dir=self.create_tempdir().full_path))
+    self.assertEqual(cfg.grid_opnorm, (0.1, 0.316, 1.0, 3.16))
+    self.assertEqual(cfg.grid_adversarial, (1.0, 3.16, 10.0, 31.6))
+    with unittest.mock.patch.object(compare, "run_comparison") as single, \
+        unittest.mock.patch.object(compare.matched_clean, "run") as matched:
+      with flagsaver.flagsaver(output_dir=self.create_tempdir().full_path):
+        compare.main(["compare"])
+      self.assertEqual((single.call_count, matched.call_count), (1, 0))
+      with flagsaver.flagsaver(protocol="matched_clean",
+                               output_dir=self.create_tempdir().full_path):
+        compare.main(["compare"])
+      self.assertEqual((single.call_count, matched.call_count), (1, 1))
 
   def test_default_output_dir_names_the_setting(self):
     cfg = compare.Config(p=float("inf"), epsilon=0.1)
@@ -302,11 +332,23 @@ class AggregationTest(tf.test.TestCase):
     self.assertTrue(within["holds"])
     self.assertAlmostEqual(within["difference"], -0.025)
     self.assertEqual((within["holds_in_seeds"], within["num_seeds"]), (1, 2))
+    # Holds on the mean, in one seed of two: inconclusive, not "holds".
+    self.assertEqual(within["verdict"], "inconclusive")
+    self.assertAlmostEqual(within["difference_std"], 0.015)  # |-0.04 - -0.01| / 2
     above = claims["adversarial_and_opnorm_20_points_above_standard"]
     self.assertTrue(above["holds"])
     self.assertAlmostEqual(above["margin"], 0.295 - 0.02)
     self.assertEqual(above["holds_in_seeds"], 2)
+    self.assertEqual(above["verdict"], "holds")
+    # Per seed: min(0.30, 0.26) - 0.01 = 0.25, min(0.34, 0.33) - 0.03 = 0.30.
+    self.assertAlmostEqual(above["margin_std"], 0.025)
     self.assertTrue(claims["spectral_below_both"]["holds"])
+    self.assertEqual(claims["spectral_below_both"]["verdict"], "holds")
+    # Standard as robust as both in every seed: fails.
+    results["standard"] = {"robust_accuracy": 0.32, "per_seed": [{"robust_accuracy": 0.30},
+                                                                 {"robust_accuracy": 0.34}]}
+    self.assertEqual(compare.check_claims(results)[
+        "adversarial_and_opnorm_20_points_above_standard"]["verdict"], "fails")
     del results["spectral"]
     self.assertEqual(compare.check_claims(results), {})
 
