@@ -1,7 +1,7 @@
 r"""The paper's protocol: every method over a grid of its constant, compared at matched clean accuracy.
 
 Roth, Kilcher & Hofmann (NeurIPS 2020, https://arxiv.org/abs/1906.01527,
-Section 5) tune each method's constant so that all reach about the same clean
+experiments) tune each method's constant so that all reach about the same clean
 accuracy and compare robustness there. ``--protocol=single`` of
 `keras_opnorm.experiments.compare` trains one hand-picked constant per method;
 ``--protocol=matched_clean`` (this module) trains each regularised method over
