@@ -108,6 +108,7 @@ _INF = float("inf")
 DEFAULT_EPSILONS = {
     "digits": {1.0: 5.0, 2.0: 1.0, _INF: 0.1},
     "mnist": {1.0: 10.0, 2.0: 2.0, _INF: 0.3},
+    "mnist5k": {1.0: 10.0, 2.0: 2.0, _INF: 0.3},
     "fashion_mnist": {_INF: 0.1},
     "cifar10": {1.0: 24.0, 2.0: 1.75, _INF: 16 / 255},
 }
@@ -127,6 +128,7 @@ def default_epsilon(dataset, p):
   mnist [0, 1]    10          2        0.3         l-inf: Madry et al. 2018; l2,
                                                    l1: Tramer & Boneh 2019, Maini
                                                    et al. 2020
+  mnist5k [0, 1]  10          2        0.3         as mnist (5,000 of its images)
   fashion_mnist   -           -        0.1         Wong & Kolter 2018
   cifar10 [-1,1]  24 (= 12)   1.75     16/255      l-inf 8/255 (Madry et al.
                                        (= 8/255)   2018, RobustBench) and l1 12
