@@ -396,7 +396,9 @@ class AdversarialTraining(base.Objective):
       p: the norm of the threat model. Defaults to `inf`.
       step_size_factor: ``alpha / eps``. Defaults to `1.25` (the paper's).
       **kwargs: the other arguments of `AdversarialTraining` except
-        ``num_steps``, ``step_size`` and ``random_start`` (fixed here).
+        ``num_steps``, ``step_size`` and ``random_start`` (fixed here);
+        ``warm_start=True`` gives ATTA's one-step variant (FGSM from the
+        example's perturbation of the previous epoch).
 
     Returns:
       An `AdversarialTraining` with ``num_steps=1``, ``random_start=True``.

@@ -166,6 +166,10 @@ class OperatorNormRegularization(base.Objective):
   epoch. The design and its reasons: `keras_opnorm.objectives._example_memory`.
   The memory is the objective's state (``ObjectiveCallback(backup_dir=...)``
   backs it up; the model and ``model.save`` do not see it); one replica only.
+  It is created in ``build`` for a model with one input of static shape
+  (Sequential, functional), else at the first step from the batch (a
+  subclassed or multi-input model; a backup of such a memory cannot be
+  restored into a new objective before its first step).
   ``direction='exact'`` has no iteration to continue and refuses it; with
   ``'auto'``, a step that takes the exact path neither reads nor writes the
   memory. Measured (benchmarks/bench_robust_training.py, ``dd_warm``
