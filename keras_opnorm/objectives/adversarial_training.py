@@ -226,6 +226,11 @@ class AdversarialTraining(base.Objective):
     `OperatorNormRegularization`'s "Warm start". With
     `AdversarialTraining.fast` it is ATTA's FGSM variant (one step of
     ``alpha`` from the stored perturbation; the random start for misses).
+    Measured (benchmarks/bench_robust_training.py ``at_persistent``: 2 PGD
+    steps per step from the stored perturbation; digits MLP, 30 epochs, 3
+    seeds, auto_attack 'standard', shared 2-core CPU machine, 2026-12-02):
+    robust accuracy l2 (eps 1) 0.210 +- 0.024, l-inf (eps 0.1) 0.812 +-
+    0.009, against PGD-10 AT's 0.209 +- 0.020 and 0.803 +- 0.010.
 
   Batch norm and dropout: the attack runs with ``training=attack_training``
   (inference mode by default: its forward passes neither use nor move

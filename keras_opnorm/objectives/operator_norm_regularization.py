@@ -173,8 +173,15 @@ class OperatorNormRegularization(base.Objective):
   ``direction='exact'`` has no iteration to continue and refuses it; with
   ``'auto'``, a step that takes the exact path neither reads nor writes the
   memory. Measured (benchmarks/bench_robust_training.py, ``dd_warm``
-  against ``dd_k1``, digits MLP, 30 epochs, 3 seeds, shared 2-core CPU
-  machine, 2026-12-02): see docs/results/bench_robust_training/mlp.
+  against ``dd_k1`` (fresh K = 1), digits MLP, 30 epochs, 3 seeds,
+  auto_attack 'standard', shared 2-core CPU machine, 2026-12-02; results in
+  docs/results/bench_robust_training/mlp): 97.7-98.1% hits per epoch from
+  epoch 2 on (1437 examples, 65536 slots); robust accuracy l2 (eps 1)
+  0.134 +- 0.012 against 0.127 +- 0.008, l-inf (eps 0.1) 0.819 +- 0.018
+  against 0.805 +- 0.016 (PGD-10 AT: 0.209 and 0.803); the steady-state
+  step time is that of K = 1 within noise (interleaved, 19.7-26.4 ms cold,
+  21.5-27.9 ms warm on the 64-256-256-10 MLP, batch 64), the memory's
+  lookup and update alone 0.8 ms per step under XLA.
 
   Metrics: ``{name}`` (the mean power-method estimate of ``||J_f(x)||_{p,q}``
   over the batch), ``{name}_loss`` (``sum_i w_i l_i / batch_size``, so
