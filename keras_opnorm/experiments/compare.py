@@ -1228,6 +1228,30 @@ class _Progress:
     self._index += 1
 
 
+def announce_threat_model(cfg):
+  """Prints the threat model of ``cfg`` (and the vacuous-radius warning); returns it."""
+  threat = threat_model(cfg)
+  print(_threat_model_text(cfg, threat), flush=True)
+  if threat["vacuous"]:
+    print(_vacuous_warning(cfg, threat), flush=True)
+  return threat
+
+
+def load_eval_arrays(cfg, seed, flatten):
+  """The held-out ``(x, y, info)`` of ``cfg``'s dataset for ``seed``.
+
+  Raises:
+    absl.app.UsageError: if the dataset cannot be loaded (not prepared, or
+      a missing package).
+  """
+  try:
+    return datasets.load_arrays(
+        cfg.dataset, split="test", max_examples=cfg.eval_examples, data_dir=cfg.data_dir,
+        seed=seed, flatten=flatten, download=cfg.download)
+  except (FileNotFoundError, ImportError) as e:
+    _fail(str(e))
+
+
 def run_comparison(cfg):
   """Trains and evaluates every method of a validated `Config`; writes the outputs.
 
@@ -1245,22 +1269,14 @@ def run_comparison(cfg):
       a missing package).
   """
   wall_start = time.perf_counter()
-  threat = threat_model(cfg)
-  print(_threat_model_text(cfg, threat), flush=True)
-  if threat["vacuous"]:
-    print(_vacuous_warning(cfg, threat), flush=True)
+  threat = announce_threat_model(cfg)
   progress = _Progress(cfg)
   flatten = cfg.model == "mlp"
   per_seed = {m: [] for m in cfg.methods}
   details = {m: [] for m in cfg.methods}
   for seed_index, seed in enumerate(cfg.seeds):
     cfg_s = dataclasses.replace(cfg, seed=seed)
-    try:
-      x_eval, y_eval, info = datasets.load_arrays(
-          cfg.dataset, split="test", max_examples=cfg.eval_examples, data_dir=cfg.data_dir,
-          seed=seed, flatten=flatten, download=cfg.download)
-    except (FileNotFoundError, ImportError) as e:
-      _fail(str(e))
+    x_eval, y_eval, info = load_eval_arrays(cfg, seed, flatten)
     if seed_index == 0:
       print(f"{cfg.dataset}: {info.num_train} training / {info.num_test} test examples of "
             f"shape {info.input_shape} in {list(info.input_range)}; evaluating on "

@@ -532,15 +532,11 @@ def run(cfg, compare=None):
   import os  # pylint: disable=g-import-not-at-top
   import time  # pylint: disable=g-import-not-at-top
   import keras  # pylint: disable=g-import-not-at-top
-  from keras_opnorm import datasets  # pylint: disable=g-import-not-at-top
   if compare is None:
     from keras_opnorm.experiments import compare  # pylint: disable=g-import-not-at-top
 
   wall_start = time.perf_counter()
-  threat = compare.threat_model(cfg)
-  print(compare._threat_model_text(cfg, threat), flush=True)  # pylint: disable=protected-access
-  if threat["vacuous"]:
-    print(compare._vacuous_warning(cfg, threat), flush=True)  # pylint: disable=protected-access
+  threat = compare.announce_threat_model(cfg)
   points = [(m, c) for m in cfg.methods for c in grid_of(cfg, m)]
   labels = {(m, c): m if m == "standard" else f"{m} {constant_text(m, c)}"
             for m, c in points}
@@ -551,12 +547,7 @@ def run(cfg, compare=None):
   descriptions = {}
   for seed_index, seed in enumerate(cfg.seeds):
     cfg_s = dataclasses.replace(cfg, seed=seed)
-    try:
-      x_eval, y_eval, info = datasets.load_arrays(
-          cfg.dataset, split="test", max_examples=cfg.eval_examples, data_dir=cfg.data_dir,
-          seed=seed, flatten=flatten, download=cfg.download)
-    except (FileNotFoundError, ImportError) as e:
-      compare._fail(str(e))  # pylint: disable=protected-access
+    x_eval, y_eval, info = compare.load_eval_arrays(cfg, seed, flatten)
     if seed_index == 0:
       print(f"{cfg.dataset}: {info.num_train} training / {info.num_test} test examples of "
             f"shape {info.input_shape} in {list(info.input_range)}; evaluating on "
